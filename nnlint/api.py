@@ -1,0 +1,104 @@
+"""Lint a model from Python: `nnlint.api.check(model, batch, loss_fn=...)`.
+
+`check` runs the same model phases as `nnlint train.py --model mod:Net`
+(`nnlint.model.run_model_phases`) on objects you already have, in a notebook
+or a test, and applies `# noqa` comments like the command line does.
+`check_example` runs a graph or dynamic rule's example: source that defines
+`model` and may define `batch`, `loss_fn` and `optimizer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+import tempfile
+import textwrap
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nnlint.config import Settings
+from nnlint.finding import Finding, Phase
+from nnlint.registry import load_registry
+from nnlint.suppress import Suppressor
+
+
+def _settings(options: dict[str, Any]) -> Settings:
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"check() got unknown settings: {', '.join(unknown)}")
+    settings = Settings(**options)
+    settings.root = Path(settings.root)
+    return settings
+
+
+def check(
+    model_or_factory: Any,
+    batch: Any = None,
+    loss_fn: Any = None,
+    optimizer: Any = None,
+    select: Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
+    **settings: Any,
+) -> list[Finding]:
+    """Graph and dynamic findings for a model, or for a factory that builds one.
+
+    `batch` is what your DataLoader yields (`(x, y)`, a dict or a tensor); without
+    it nnlint finds or synthesizes one. `settings` are `nnlint.config.Settings`
+    fields, e.g. `input_shape=[3, 32, 32]` or `dynamic=False`.
+    """
+    import torch
+
+    from nnlint.engine import instantiate
+    from nnlint.model import run_model_phases
+    from nnlint.sites import recording
+
+    config = _settings(settings)
+    registry = load_registry()
+    chosen = registry.select(select, ignore)
+    rules = [
+        r
+        for r in instantiate(chosen, config.rule_options)
+        if r.kind in (Phase.ENGINE, Phase.GRAPH) or (r.kind is Phase.DYNAMIC and config.dynamic)
+    ]
+    model = model_or_factory
+    if not isinstance(model, torch.nn.Module):
+        with recording():
+            model = model_or_factory()
+    findings = run_model_phases(
+        config, rules, {}, model=model, batch=batch, loss_fn=loss_fn, optimizer=optimizer
+    )
+    enabled = {r.code for r in chosen}
+    found = [f for f in Suppressor(config.root).apply(findings) if f.code in enabled]
+    return sorted(set(found), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
+
+
+def check_example(source: str, select: Sequence[str] | None = None) -> list[Finding]:
+    """Findings for a rule example: the source is written to a file and imported, so
+    construction sites point into it, then `check` runs on its `model`."""
+    from nnlint.sites import recording
+
+    with tempfile.TemporaryDirectory() as tmp:
+        name = f"nnlint_example_{uuid.uuid4().hex}"
+        path = Path(tmp) / f"{name}.py"
+        path.write_text(textwrap.dedent(source), encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            with recording():
+                spec.loader.exec_module(module)
+            namespace = vars(module)
+            return check(
+                namespace["model"],
+                batch=namespace.get("batch"),
+                loss_fn=namespace.get("loss_fn"),
+                optimizer=namespace.get("optimizer"),
+                select=select,
+                root=Path(tmp),
+            )
+        finally:
+            sys.modules.pop(name, None)

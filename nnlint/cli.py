@@ -1,0 +1,305 @@
+"""The command line: parse flags, merge config, run the engine, print, exit.
+
+Exit codes follow ruff: 0 nothing at or above `--fail-level`, 1 findings,
+2 usage error or internal failure (including a crashed rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from nnlint import __version__
+from nnlint.config import Settings, find_config, load_config, parse_shape
+from nnlint.errors import UsageError
+from nnlint.finding import Severity
+from nnlint.report import FORMATS, render
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage dump
+        raise UsageError(message)
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="nnlint",
+        description="Lint PyTorch training scripts and models. `nnlint rule CODE` explains a rule.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="files or directories (default: config paths, else .)",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="module:Name or path/file.py:Name; enables graph and dynamic checks",
+    )
+    g.add_argument(
+        "--model-kwargs", metavar="JSON", help="keyword arguments for the model, as a JSON object"
+    )
+    g.add_argument(
+        "--script", metavar="PATH", help="the training script, when several paths are given"
+    )
+    g.add_argument("--data", metavar="SPEC", help="module:fn giving a batch, DataLoader or Dataset")
+    g.add_argument("--task", choices=("classification", "causal-lm", "regression"))
+    g.add_argument("--loss", metavar="SPEC", help="module:fn loss to use without a training script")
+    g.add_argument(
+        "--optimizer", metavar="NAME", help="torch.optim class for the overfit check (default Adam)"
+    )
+    g.add_argument("--input-shape", metavar="DIMS", help="shape of one sample, e.g. 1,28,28")
+    g.add_argument(
+        "--input-dtype", metavar="DTYPE", help="dtype of synthesized inputs, e.g. float32 or long"
+    )
+    g.add_argument(
+        "--device", metavar="DEVICE", help="device for graph and dynamic checks (default cpu)"
+    )
+    g.add_argument(
+        "--capture-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time limit for running the training script",
+    )
+    g.add_argument("--no-capture", action="store_true", help="do not run the training script")
+    g.add_argument(
+        "--static-only", action="store_true", help="script rules only: never import torch"
+    )
+    g.add_argument("--no-dynamic", action="store_true", help="skip the dynamic checks")
+    s = p.add_argument_group("rule selection")
+    s.add_argument(
+        "--select",
+        type=_csv,
+        action="append",
+        metavar="CODES",
+        help="codes, prefixes or names to enable (replaces the default set)",
+    )
+    s.add_argument(
+        "--extend-select",
+        type=_csv,
+        action="append",
+        metavar="CODES",
+        help="codes, prefixes or names to add",
+    )
+    s.add_argument(
+        "--ignore",
+        type=_csv,
+        action="append",
+        metavar="CODES",
+        help="codes, prefixes or names to disable",
+    )
+    s.add_argument(
+        "--per-file-ignores", action="append", metavar="GLOB:CODES", help="e.g. 'tests/*:NN2'"
+    )
+    s.add_argument(
+        "--exclude",
+        type=_csv,
+        action="append",
+        metavar="GLOBS",
+        help="paths to skip when walking directories",
+    )
+    s.add_argument(
+        "--fail-level",
+        choices=[str(s) for s in Severity],
+        help="lowest severity that makes the exit code 1 (default warning)",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
+    o.add_argument("-o", "--output-file", metavar="PATH", help="write the report to a file")
+    o.add_argument("--statistics", action="store_true", help="count findings per rule")
+    o.add_argument("-q", "--quiet", action="store_true", help="print findings only, no summary")
+    o.add_argument(
+        "-v", "--verbose", action="store_true", help="also report checks that did not apply"
+    )
+    o.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
+    o.add_argument("--debug", action="store_true", help="show full tracebacks")
+    m = p.add_argument_group("other")
+    m.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: nearest nnlint.toml or pyproject.toml)",
+    )
+    m.add_argument("--isolated", action="store_true", help="ignore all configuration files")
+    m.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="parallel workers for script rules (default: cores)",
+    )
+    m.add_argument("--list-rules", action="store_true", help="list every rule and exit")
+    m.add_argument("--explain", metavar="CODE", help="show a rule's documentation and exit")
+    m.add_argument("--version", action="version", version=f"nnlint {__version__}")
+    return p
+
+
+def _flatten(groups: list[list[str]] | None) -> list[str] | None:
+    return None if groups is None else [item for group in groups for item in group]
+
+
+def _per_file(entries: list[str]) -> dict[str, list[str]]:
+    table: dict[str, list[str]] = {}
+    for entry in entries:
+        pattern, sep, codes = entry.rpartition(":")
+        if not sep or not pattern or not codes:
+            raise UsageError(f"--per-file-ignores {entry!r}: expected GLOB:CODES")
+        table.setdefault(pattern, []).extend(_csv(codes))
+    return table
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Defaults, then the config file, then flags."""
+    settings = Settings(root=Path.cwd())
+    config_path = None
+    if args.config:
+        config_path = Path(args.config)
+        if not config_path.is_file():
+            raise UsageError(f"--config {args.config}: no such file")
+    elif not args.isolated:
+        config_path = find_config(Path.cwd())
+    if config_path is not None:
+        for key, value in load_config(config_path).items():
+            setattr(settings, key, value)
+        settings.config_path = config_path
+    if args.paths:
+        settings.paths = list(args.paths)
+    elif not settings.paths:
+        settings.paths = ["."]
+    if args.select is not None:
+        settings.select = _flatten(args.select)
+    settings.extend_select += _flatten(args.extend_select) or []
+    settings.ignore += _flatten(args.ignore) or []
+    settings.exclude += _flatten(args.exclude) or []
+    for pattern, codes in _per_file(args.per_file_ignores or []).items():
+        settings.per_file_ignores.setdefault(pattern, []).extend(codes)
+    if args.fail_level:
+        settings.fail_level = Severity.parse(args.fail_level)
+    for flag in (
+        "model",
+        "script",
+        "data",
+        "task",
+        "loss",
+        "optimizer",
+        "input_dtype",
+        "device",
+        "capture_timeout",
+        "jobs",
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(settings, flag, value)
+    if args.model_kwargs is not None:
+        try:
+            kwargs = json.loads(args.model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--model-kwargs is not valid JSON: {exc}") from None
+        if not isinstance(kwargs, dict):
+            raise UsageError("--model-kwargs must be a JSON object such as '{\"dim\": 64}'")
+        settings.model_kwargs = kwargs
+    if args.input_shape is not None:
+        settings.input_shape = parse_shape(args.input_shape)
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    settings.capture = settings.capture and not args.no_capture
+    settings.static_only = args.static_only
+    settings.dynamic = not args.no_dynamic
+    settings.verbose = args.verbose
+    settings.debug = args.debug
+    if settings.script is None:
+        scripts = [p for p in settings.paths if p.endswith(".py") and Path(p).is_file()]
+        if len(scripts) == 1 and len(settings.paths) == 1:
+            settings.script = scripts[0]
+    return settings
+
+
+def _explain(target: str) -> str:
+    from nnlint.docs import explain
+    from nnlint.registry import load_registry
+
+    rule = load_registry().lookup(target)
+    if rule is None:
+        raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)")
+    return explain(rule)
+
+
+def _write(text: str, output_file: str | None) -> None:
+    if output_file:
+        try:
+            Path(output_file).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--output-file {output_file}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _run(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if len(argv) >= 1 and argv[0] == "rule":
+        if len(argv) != 2:
+            raise UsageError("usage: nnlint rule CODE|NAME")
+        _write(_explain(argv[1]), None)
+        return EXIT_CLEAN
+    args = build_parser().parse_args(argv)
+    if args.explain:
+        _write(_explain(args.explain), None)
+        return EXIT_CLEAN
+    from nnlint.registry import load_registry
+
+    registry = load_registry()
+    if args.list_rules:
+        from nnlint.docs import plain_list, rules_json
+
+        _write(rules_json(registry) if args.format == "json" else plain_list(registry), None)
+        return EXIT_CLEAN
+    settings = settings_from(args)
+    from nnlint.engine import run
+
+    result = run(settings, registry)
+    if not result.files and not settings.model:
+        print("nnlint: no Python files to lint", file=sys.stderr)
+    color = args.format == "text" and not args.output_file and sys.stdout.isatty()
+    text = render(
+        result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics
+    )
+    _write(text, args.output_file)
+    if any(f.code == "NN001" for f in result.findings):
+        return EXIT_ERROR
+    if args.exit_zero:
+        return EXIT_CLEAN
+    failing = [f for f in result.findings if f.severity >= settings.fail_level]
+    return EXIT_FINDINGS if failing else EXIT_CLEAN
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return _run(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"nnlint: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("nnlint: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        else:
+            print(
+                f"nnlint: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                file=sys.stderr,
+            )
+        return EXIT_ERROR

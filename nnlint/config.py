@@ -1,0 +1,215 @@
+"""`[tool.nnlint]` in pyproject.toml (or nnlint.toml), merged under the command line."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nnlint.errors import UsageError
+from nnlint.finding import Severity
+
+DEFAULT_EXCLUDE = (
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    ".tox",
+    ".nox",
+    ".eggs",
+    "__pycache__",
+    "build",
+    "dist",
+    "site-packages",
+    "node_modules",
+)
+
+
+@dataclass
+class Settings:
+    """Everything a run needs, after config and flags are merged."""
+
+    paths: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    select: list[str] | None = None
+    ignore: list[str] = field(default_factory=list)
+    extend_select: list[str] = field(default_factory=list)
+    per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
+    fail_level: Severity = Severity.WARNING
+    rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    script: str | None = None
+    data: str | None = None
+    task: str | None = None
+    loss: str | None = None
+    optimizer: str | None = None
+    input_shape: list[int] | None = None
+    input_dtype: str | None = None
+    device: str = "cpu"
+    capture_timeout: float = 60.0
+    capture: bool = True
+    static_only: bool = False
+    dynamic: bool = True
+    jobs: int | None = None
+    verbose: bool = False
+    debug: bool = False
+    root: Path = field(default_factory=Path.cwd)
+    config_path: Path | None = None
+
+
+def _strings(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UsageError(f"config key {key!r} must be a string or a list of strings")
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"config key {key!r} must be a string")
+    return value
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"config key {key!r} must be a number")
+    return float(value)
+
+
+def _table(key: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise UsageError(f"config key {key!r} must be a table")
+    return value
+
+
+def _ints(key: str, value: Any) -> list[int]:
+    if isinstance(value, str):
+        return parse_shape(value)
+    if isinstance(value, list) and all(isinstance(v, int) for v in value):
+        return list(value)
+    raise UsageError(f"config key {key!r} must be a list of integers or '1,28,28'")
+
+
+def parse_shape(text: str) -> list[int]:
+    try:
+        dims = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageError(f"bad shape {text!r}: expected integers such as 3,32,32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise UsageError(f"bad shape {text!r}: expected positive integers such as 3,32,32")
+    return dims
+
+
+# config key -> (Settings attribute, validator)
+_KEYS = {
+    "paths": ("paths", _strings),
+    "exclude": ("exclude", _strings),
+    "select": ("select", _strings),
+    "ignore": ("ignore", _strings),
+    "extend-select": ("extend_select", _strings),
+    "per-file-ignores": ("per_file_ignores", _table),
+    "fail-level": ("fail_level", _string),
+    "rules": ("rule_options", _table),
+    "model": ("model", _string),
+    "model-kwargs": ("model_kwargs", _table),
+    "script": ("script", _string),
+    "data": ("data", _string),
+    "task": ("task", _string),
+    "loss": ("loss", _string),
+    "optimizer": ("optimizer", _string),
+    "input-shape": ("input_shape", _ints),
+    "input-dtype": ("input_dtype", _string),
+    "device": ("device", _string),
+    "capture-timeout": ("capture_timeout", _number),
+}
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest nnlint.toml, or pyproject.toml with a [tool.nnlint] table."""
+    for folder in (start, *start.parents):
+        candidate = folder / "nnlint.toml"
+        if candidate.is_file():
+            return candidate
+        candidate = folder / "pyproject.toml"
+        if (
+            candidate.is_file()
+            and "tool" in _read_toml(candidate)
+            and ("nnlint" in _read_toml(candidate)["tool"])
+        ):
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: malformed TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """The validated nnlint table of a config file, keyed by Settings attribute."""
+    data = _read_toml(path)
+    if path.name == "pyproject.toml":
+        table = data.get("tool", {}).get("nnlint", {})
+    else:
+        table = data.get("tool", {}).get("nnlint", data)
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [tool.nnlint] must be a table")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _KEYS:
+            known = ", ".join(sorted(_KEYS))
+            raise UsageError(f"{path}: unknown config key {key!r} (known keys: {known})")
+        attr, validate = _KEYS[key]
+        values[attr] = validate(key, value)
+    base = path.parent
+    for attr in ("paths", "script"):
+        if attr in values:
+            rel = values[attr]
+            values[attr] = (
+                [str(base / p) for p in rel] if isinstance(rel, list) else str(base / rel)
+            )
+    if "per_file_ignores" in values:
+        values["per_file_ignores"] = {
+            pattern: _strings(f"per-file-ignores.{pattern}", codes)
+            for pattern, codes in values["per_file_ignores"].items()
+        }
+    if "fail_level" in values:
+        try:
+            values["fail_level"] = Severity.parse(values["fail_level"])
+        except ValueError as exc:
+            raise UsageError(f"{path}: fail-level: {exc}") from None
+    for name, options in values.get("rule_options", {}).items():
+        _table(f"rules.{name}", options)
+    return values
+
+
+def validate_rule_options(settings: Settings, registry: Any) -> dict[str, dict[str, Any]]:
+    """Per-rule options keyed by rule code, checked against each rule's `options`."""
+    resolved: dict[str, dict[str, Any]] = {}
+    for key, options in settings.rule_options.items():
+        rule = registry.lookup(key)
+        if rule is None:
+            raise UsageError(f"unknown rule {key!r} in [tool.nnlint.rules]")
+        checked = {}
+        for opt_name, value in options.items():
+            spec = rule.options.get(opt_name)
+            if spec is None:
+                known = ", ".join(sorted(rule.options)) or "none"
+                raise UsageError(
+                    f"rule {rule.name} has no option {opt_name!r} (its options: {known})"
+                )
+            try:
+                checked[opt_name] = spec.coerce(value)
+            except ValueError as exc:
+                raise UsageError(f"rules.{rule.name}.{opt_name}: {exc}") from None
+        resolved[rule.code] = checked
+    return resolved

@@ -1,0 +1,64 @@
+"""Which files to lint: explicit paths, walked directories, exclusions."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from nnlint.config import DEFAULT_EXCLUDE
+from nnlint.errors import UsageError
+
+
+def display_path(path: Path, root: Path | None = None) -> str:
+    """The path as a user reads it: relative to the working directory when inside it."""
+    root = root or Path.cwd()
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def is_excluded(path: Path, patterns: Iterable[str], root: Path) -> bool:
+    """True when a pattern matches the entry's name or its path relative to `root`."""
+    rel = display_path(path, root)
+    for pattern in patterns:
+        pattern = pattern.rstrip("/")
+        if fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(rel, pattern):
+            return True
+    return False
+
+
+def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> list[Path]:
+    """Files to lint, in a stable order. A missing path is a UsageError.
+
+    Files named explicitly are linted even if excluded by the defaults, as with
+    ruff; directories are walked for `*.py`, skipping the default and
+    configured exclusions.
+    """
+    user_exclude = list(exclude)
+    walk_exclude = [*DEFAULT_EXCLUDE, *user_exclude]
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UsageError(f"{raw}: no such file or directory")
+        if path.is_file():
+            if not is_excluded(path, user_exclude, root):
+                found[path] = None
+            continue
+        for folder, dirnames, filenames in os.walk(path):
+            here = Path(folder)
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not is_excluded(here / d, walk_exclude, root)
+                # any virtual environment, whatever its name
+                and not (here / d / "pyvenv.cfg").exists()
+            )
+            for name in sorted(filenames):
+                file = here / name
+                if name.endswith((".py", ".pyi")) and not is_excluded(file, walk_exclude, root):
+                    found[file] = None
+    return list(found)

@@ -1,0 +1,322 @@
+"""Inside the forked child: run the training script with its training setup intercepted.
+
+Caught: the `--model` instance (the named class or factory is patched in
+its module before the script imports it, and classes of that name defined in
+`__main__` are caught as they are built), its first call's arguments, the
+losses from `torch.nn.functional` applied outside the model (or the model's
+own `.loss`), the tensor `backward()` ran on, and the optimizer at its first
+step, where the script is stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pickle
+import runpy
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from nnlint import probes
+from nnlint.training import KNOWN_LOSSES, LossSpec, OptimizerSpec, Setup
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_REFUSED = {
+    "os.remove",
+    "os.rename",
+    "os.rmdir",
+    "os.mkdir",
+    "shutil.rmtree",
+    "os.truncate",
+    "os.chmod",
+    "os.chown",
+    "os.link",
+    "os.symlink",
+    "os.utime",
+    "os.system",
+    "subprocess.Popen",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+}
+
+
+class StepReached(BaseException):
+    """Raised at the first optimizer step to stop the script."""
+
+
+class CaptureTimeout(BaseException):
+    """The script did not reach its first step in time."""
+
+
+class State:
+    def __init__(self) -> None:
+        self.models: list[Any] = []
+        self.calls: dict[int, tuple] = {}
+        self.outputs: dict[int, Any] = {}
+        self.losses: list[tuple] = []
+        self.backward: Any = None
+        self.optimizer: Any = None
+        self.depth = 0
+        self.undo: list[Any] = []
+
+
+def run_child(fd: int, script: Path, settings: Any, rules: list, fallback: Any, send: Any) -> None:
+    torch.set_num_threads(1)  # a forked child's first parallel op hangs otherwise
+    os.setpgrp()
+    saved_err = os.dup(2)
+    sandbox = tempfile.mkdtemp(prefix="nnlint-run-")
+    log = os.open(os.path.join(sandbox, "output.log"), os.O_WRONLY | os.O_CREAT)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    state = State()
+    reason, line = _run_script(script, settings, state, sandbox)
+    if reason is not None:
+        send(fd, ("failed", reason, line))
+        return
+    setup = _setup(state, settings)
+    if setup is None:
+        send(fd, ("failed", "nnlint could not tell which module was the --model", 1))
+        return
+    send(fd, ("captured", _picklable(setup)))
+    sys.stderr = os.fdopen(saved_err, "w")
+    from nnlint.dynamic import dynamic_phase
+    from nnlint.files import display_path
+
+    timings: dict[str, float] = {}
+    path, where = (fallback.path, fallback.line) if fallback is not None else (str(script), 1)
+    found = dynamic_phase(setup, rules, settings, path=path, line=where, timings=timings)
+    root = Path(settings.root)
+    found = [dataclasses.replace(f, path=display_path(Path(f.path), root)) for f in found]
+    send(fd, ("done", found, timings))
+
+
+def _run_script(script: Path, settings: Any, state: State, sandbox: str) -> tuple[str | None, int]:
+    from nnlint.sites import recording
+
+    os.chdir(script.parent)
+    sys.path.insert(0, str(script.parent))
+    sys.argv = [str(script)]
+    tempfile.tempdir = sandbox
+    os.environ["TMPDIR"] = sandbox
+    _patch_model(settings.model, state)
+    _patch_losses(state)
+    _patch_backward(state)
+    _guard_writes(sandbox)
+    hook = register_optimizer_step_pre_hook(_stop_at_step(state))
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise CaptureTimeout()
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(settings.capture_timeout))
+    try:
+        with recording():
+            runpy.run_path(str(script), run_name="__main__")
+    except StepReached:
+        return None, 1
+    except CaptureTimeout:
+        return f"it did not reach its first optimizer step within {settings.capture_timeout:g} s", 1
+    except SystemExit as exc:
+        return f"it exited (sys.exit({exc.code!r})) before its first optimizer step", _line(script)
+    except BaseException as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return f"it raised {type(exc).__name__}: {text}", _line(script)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        hook.remove()
+        for undo in reversed(state.undo):
+            undo()
+    return "it finished without calling optimizer.step()", 1
+
+
+def _line(script: Path) -> int:
+    frames = traceback.extract_tb(sys.exc_info()[2])
+    lines = [f.lineno for f in frames if Path(f.filename).resolve() == script and f.lineno]
+    return lines[-1] if lines else 1
+
+
+def _guard_writes(sandbox: str) -> None:
+    allowed = (os.path.realpath(sandbox) + os.sep, "/dev/")
+
+    def outside(path: Any) -> bool:
+        if isinstance(path, int):
+            return False
+        path = os.fsdecode(path)
+        return not os.path.realpath(path).startswith(allowed)
+
+    def audit(event: str, args: tuple) -> None:
+        if event == "open":
+            path, mode, flags = args
+            writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & _WRITE_FLAGS
+            )
+            if writes and outside(path):
+                raise PermissionError(f"nnlint refused a write to {os.fsdecode(path)}")
+        elif event in _REFUSED:
+            if event.startswith(
+                ("os.system", "subprocess", "os.exec", "os.posix_spawn", "os.spawn")
+            ):
+                raise PermissionError(f"nnlint refused to start a process ({event})")
+            if any(outside(a) for a in args[:2] if isinstance(a, str | bytes | os.PathLike)):
+                raise PermissionError(f"nnlint refused {event} on {os.fsdecode(args[0])}")
+
+    sys.addaudithook(audit)
+    original = torch.save
+
+    @functools.wraps(original)
+    def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(f, str | bytes | os.PathLike) and outside(f):
+            raise PermissionError(f"nnlint refused torch.save to {os.fsdecode(f)}")
+        return original(obj, f, *args, **kwargs)
+
+    torch.save = save
+    torch.serialization.save = save
+
+
+def _patch_model(spec: str, state: State) -> None:
+    module_part, _, attr = spec.rpartition(":")
+    name = Path(module_part).stem if module_part.endswith(".py") else module_part
+    module = sys.modules.get(name)
+    owner_obj, leaf = module, attr.split(".")[-1]
+    for part in attr.split(".")[:-1]:
+        owner_obj = getattr(owner_obj, part, None)
+    target = getattr(owner_obj, leaf, None) if owner_obj is not None else None
+    if isinstance(target, type) and issubclass(target, torch.nn.Module):
+        original_init = target.__init__
+
+        @functools.wraps(original_init)
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            original_init(self, *args, **kwargs)
+            _catch(self, state)
+
+        target.__init__ = init
+        state.undo.append(lambda: setattr(target, "__init__", original_init))
+    elif callable(target) and owner_obj is not None:
+
+        @functools.wraps(target)
+        def factory(*args: Any, **kwargs: Any) -> Any:
+            made = target(*args, **kwargs)
+            if isinstance(made, torch.nn.Module):
+                _catch(made, state)
+            return made
+
+        setattr(owner_obj, leaf, factory)
+        state.undo.append(lambda: setattr(owner_obj, leaf, target))
+    module_init = torch.nn.Module.__init__
+
+    def any_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        module_init(self, *args, **kwargs)
+        if type(self).__name__ == leaf and type(self).__module__ == "__main__":
+            _catch(self, state)
+
+    torch.nn.Module.__init__ = any_init
+    state.undo.append(lambda: setattr(torch.nn.Module, "__init__", module_init))
+
+
+def _catch(model: Any, state: State) -> None:
+    if any(m is model for m in state.models):
+        return
+    state.models.append(model)
+
+    def before(module: Any, args: tuple, kwargs: dict) -> None:
+        state.depth += 1
+        if id(module) not in state.calls:
+            snapshot = probes.map_tensors((args, kwargs), lambda t: t.detach().clone())
+            state.calls[id(module)] = snapshot
+
+    def after(module: Any, _args: tuple, _kwargs: dict, output: Any) -> None:
+        state.depth -= 1
+        state.outputs.setdefault(id(module), output)
+
+    handles = (
+        model.register_forward_pre_hook(before, with_kwargs=True),
+        model.register_forward_hook(after, with_kwargs=True),
+    )
+    state.undo.extend(h.remove for h in handles)
+
+
+def _patch_losses(state: State) -> None:
+    for name in KNOWN_LOSSES:
+        original = getattr(F, name)
+
+        def wrapper(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            result = _original(*args, **kwargs)
+            if state.depth == 0 and len(args) >= 2 and isinstance(args[0], torch.Tensor):
+                from nnlint.sites import user_frame
+
+                frame = user_frame(sys._getframe(1))
+                site = (frame.f_code.co_filename, frame.f_lineno) if frame else None
+                extra = {k: v for k, v in kwargs.items() if v is not None}
+                target = args[1].detach().clone() if isinstance(args[1], torch.Tensor) else args[1]
+                state.losses.append((_name, extra, target, tuple(args[0].shape), site, id(result)))
+            return result
+
+        setattr(F, name, functools.wraps(original)(wrapper))
+        state.undo.append(lambda n=name, o=original: setattr(F, n, o))
+
+
+def _patch_backward(state: State) -> None:
+    original = torch.Tensor.backward
+
+    def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state.backward = id(self)
+        return original(self, *args, **kwargs)
+
+    torch.Tensor.backward = backward
+    state.undo.append(lambda: setattr(torch.Tensor, "backward", original))
+
+
+def _stop_at_step(state: State) -> Any:
+    def hook(optimizer: Any, _args: Any, _kwargs: Any) -> None:
+        state.optimizer = optimizer
+        raise StepReached()
+
+    return hook
+
+
+def _setup(state: State, settings: Any) -> Setup | None:
+    from nnlint.replay import resolve
+
+    called = [m for m in state.models if id(m) in state.calls]
+    if not called:
+        return None
+    held = {id(p) for g in state.optimizer.param_groups for p in g["params"]}
+    model = next(
+        (m for m in reversed(called) if any(id(p) in held for p in m.parameters())), called[-1]
+    )
+    args, kwargs = state.calls[id(model)]
+    output = state.outputs.get(id(model))
+    loss = None
+    model_loss = getattr(output, "loss", None)
+    if isinstance(model_loss, torch.Tensor) and "labels" in kwargs:
+        loss = LossSpec("model", target=kwargs["labels"])
+    elif state.losses:
+        match = [c for c in state.losses if c[5] == state.backward] or state.losses
+        name, extra, target, shape, site, _ = match[-1]
+        loss = LossSpec(name, extra, target, input_shape=shape, site=site)
+    setup = resolve(model, tuple(args), dict(kwargs), None, None, None, settings, loss=loss)
+    setup.optimizer = OptimizerSpec.from_optimizer(state.optimizer, model)
+    setup.origin = "training script"
+    return setup
+
+
+def _picklable(setup: Setup) -> Any:
+    from nnlint.inputs import Batch
+
+    target = setup.loss.target if setup.loss is not None else None
+    batch = Batch(setup.args, setup.kwargs, "training script", target)
+    try:
+        pickle.dumps(batch)
+    except Exception:
+        return None
+    return batch

@@ -1,0 +1,65 @@
+"""Which loss the model is trained with, as far as graph rules care.
+
+A loss is one of `cross_entropy` (expects logits), `nll` (expects
+log-probabilities), `bce_with_logits` (expects logits) or None (unknown). It
+comes from the loss object given to `nnlint.check(loss_fn=...)`, or from
+reading the training script with libcst, resolving aliases such as
+`from torch import nn as tnn`. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
+
+_BY_NAME = {
+    "CrossEntropyLoss": "cross_entropy",
+    "cross_entropy": "cross_entropy",
+    "NLLLoss": "nll",
+    "nll_loss": "nll",
+    "BCEWithLogitsLoss": "bce_with_logits",
+    "binary_cross_entropy_with_logits": "bce_with_logits",
+}
+
+
+def loss_kind(loss_fn: Any) -> str | None:
+    """The kind of a loss module, class or function (`nn.CrossEntropyLoss()`, `F.nll_loss`)."""
+    if loss_fn is None:
+        return None
+    module = getattr(loss_fn, "__module__", "") or type(loss_fn).__module__
+    name = getattr(loss_fn, "__name__", None) or type(loss_fn).__name__
+    if not module.startswith("torch"):
+        name = type(loss_fn).__name__
+        if not type(loss_fn).__module__.startswith("torch"):
+            return None
+    return _BY_NAME.get(name)
+
+
+class _LossCalls(cst.CSTVisitor):
+    METADATA_DEPENDENCIES = (QualifiedNameProvider, PositionProvider)
+
+    def __init__(self) -> None:
+        self.found: list[tuple[int, str]] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        for qualified in self.get_metadata(QualifiedNameProvider, node.func, set()):
+            parts = qualified.name.split(".")
+            if parts[0] == "torch" and parts[-1] in _BY_NAME:
+                line = self.get_metadata(PositionProvider, node).start.line
+                self.found.append((line, _BY_NAME[parts[-1]]))
+
+
+def loss_kind_in_script(path: str | Path | None) -> str | None:
+    """The first torch loss a training script builds or calls, or None."""
+    if not path:
+        return None
+    try:
+        module = cst.parse_module(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, cst.ParserSyntaxError):
+        return None
+    visitor = _LossCalls()
+    MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
+    return min(visitor.found)[1] if visitor.found else None

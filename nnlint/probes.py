@@ -1,0 +1,258 @@
+"""Tensor plumbing for the dynamic checks: outputs, batches, perturbations, losses.
+
+Imported only once torch is: the dynamic phase and its rules call in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nnlint.training import LossSpec
+
+ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh")
+
+
+def main_output(out: Any) -> torch.Tensor | None:
+    """The tensor a loss would read: the output itself, `.logits`, or the first tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, dict):
+        if isinstance(out.get("logits"), torch.Tensor):
+            return out["logits"]
+        out = list(out.values())
+    if isinstance(out, list | tuple):
+        for item in out:
+            found = main_output(item)
+            if found is not None:
+                return found
+    return None
+
+
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple | list):
+        return type(obj)(map_tensors(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
+def tensors(obj: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    map_tensors(obj, found.append)
+    return found
+
+
+def input_names(args: tuple, kwargs: dict) -> list[tuple[Any, str]]:
+    """(key, display name) of each tensor input: an index into args or a kwarg name."""
+    named = [(i, f"argument {i}") for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    named += [
+        (k, f"`{k}`") for k, v in kwargs.items() if isinstance(v, torch.Tensor) and k != "labels"
+    ]
+    return named
+
+
+def get_input(args: tuple, kwargs: dict, key: Any) -> torch.Tensor:
+    return args[key] if isinstance(key, int) else kwargs[key]
+
+
+def with_input(args: tuple, kwargs: dict, key: Any, value: torch.Tensor) -> tuple[tuple, dict]:
+    if isinstance(key, int):
+        return args[:key] + (value,) + args[key + 1 :], kwargs
+    return args, {**kwargs, key: value}
+
+
+def primary_key(args: tuple, kwargs: dict) -> Any:
+    """The input that carries the data: `input_ids`, else the first tensor."""
+    if isinstance(kwargs.get("input_ids"), torch.Tensor):
+        return "input_ids"
+    named = input_names(args, kwargs)
+    return named[0][0] if named else None
+
+
+def batch_size(args: tuple, kwargs: dict) -> int | None:
+    key = primary_key(args, kwargs)
+    if key is None:
+        return None
+    x = get_input(args, kwargs, key)
+    return x.shape[0] if x.dim() else None
+
+
+def take(obj: Any, n: int, index: Any) -> Any:
+    """Rows `index` of every tensor whose first dimension is the batch size `n`."""
+    return map_tensors(obj, lambda t: t[index] if t.dim() and t.shape[0] == n else t)
+
+
+def repeat(obj: Any, n: int, times: int) -> Any:
+    """Every batch tensor stacked `times` times along the batch dimension."""
+    return map_tensors(obj, lambda t: torch.cat([t] * times) if t.dim() and t.shape[0] == n else t)
+
+
+def random_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """New values of the same kind: tokens from the batch's range, or noise of its scale."""
+    if x.is_floating_point():
+        scale = x.float().std().item() if x.numel() > 1 else 1.0
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float32) * (scale or 1.0)
+        return (noise + x.float().mean()).to(x.dtype).to(x.device)
+    if x.dtype == torch.bool:
+        return torch.randint(0, 2, x.shape, generator=generator).bool().to(x.device)
+    low, high = int(x.min()), int(x.max())
+    if high <= low:
+        high = low + 1
+    values = torch.randint(low, high + 1, x.shape, generator=generator, dtype=torch.int64)
+    return values.to(x.dtype).to(x.device)
+
+
+def perturb_sample(x: torch.Tensor, generator: torch.Generator, sample: int = 0) -> torch.Tensor:
+    """`x` with only row `sample` replaced by new values that differ from the old."""
+    new = x.clone()
+    fresh = random_like(x[sample], generator)
+    if not x.is_floating_point():
+        same = fresh == x[sample]
+        fresh[same] = torch.where(x[sample][same] == x.min(), x.max(), x.min()).to(x.dtype)
+    new[sample] = fresh
+    return new
+
+
+def differs(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> float:
+    """Largest difference of `a` and `b` relative to their scale; 0.0 when identical."""
+    a, b = a.detach().double(), b.detach().double()
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    diff = (a - b).abs()[finite]
+    if diff.numel() == 0:
+        return 0.0
+    scale = max(a[finite].abs().max().item(), 1e-12)
+    value = diff.max().item() / scale
+    return value if value > rtol else 0.0
+
+
+def fit_to(output: torch.Tensor, shape: tuple | None) -> torch.Tensor:
+    """Map the model output onto the shape the script gave its loss."""
+    if shape is None or tuple(output.shape) == tuple(shape):
+        return output
+    if output.numel() == _numel(shape) and shape and output.shape[-1] == shape[-1]:
+        return output.reshape(-1, *shape[1:]) if len(shape) > 1 else output.reshape(-1)
+    if output.dim() >= 3 and tuple(output.transpose(1, -1).shape) == tuple(shape):
+        return output.transpose(1, -1)
+    shifted = output[:, :-1] if output.dim() >= 3 else None
+    if shifted is not None and shifted.numel() == _numel(shape) and shape[-1] == output.shape[-1]:
+        return shifted.reshape(-1, *shape[1:])
+    return output.reshape(-1, *shape[1:]) if output.numel() == _numel(shape) else output
+
+
+def _numel(shape: tuple) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
+
+
+def loss_target(loss: LossSpec, n: int, index: Any = None, times: int = 1) -> Any:
+    """The loss target for a subset (`index`) or a replication (`times`) of the batch."""
+    target = loss.target
+    if not isinstance(target, torch.Tensor) or target.dim() == 0:
+        return target
+    per = target.reshape(n, -1) if target.shape[0] != n and target.numel() % n == 0 else target
+    if index is not None:
+        per = per[index]
+    if times > 1:
+        per = torch.cat([per] * times)
+    return per.reshape(-1, *target.shape[1:]) if per is not target and target.shape[0] != n else per
+
+
+def compute_loss(
+    loss: LossSpec, out: Any, n: int, index: Any = None, times: int = 1
+) -> torch.Tensor:
+    """The loss of a forward over the batch, a subset of it or a replication of it."""
+    if loss.name == "model":
+        value = getattr(out, "loss", None)
+        if value is None and isinstance(out, dict):
+            value = out.get("loss")
+        if not isinstance(value, torch.Tensor):
+            raise ValueError("the model returned no `.loss` for the given labels")
+        return value
+    output = main_output(out)
+    target = loss_target(loss, n, index, times)
+    shape = loss.input_shape
+    m = output.shape[0]
+    if shape and m != n and shape[0] % n == 0:
+        shape = (shape[0] // n * m, *shape[1:])
+    logits = fit_to(output, shape)
+    if loss.name == "custom":
+        return loss.fn(logits, target)
+    return getattr(F, loss.name)(logits, target, **loss.kwargs)
+
+
+def class_probabilities(loss: LossSpec, out: Any) -> torch.Tensor | None:
+    """Predicted class probabilities, one row per labelled position (classification only)."""
+    if not loss.classification:
+        return None
+    logits = main_output(out)
+    if logits is None or not logits.is_floating_point() or logits.dim() < 2:
+        return None
+    if loss.name != "model":
+        logits = fit_to(logits, loss.input_shape).movedim(1, -1)
+    rows = logits.detach().reshape(-1, logits.shape[-1]).float()
+    if loss.name == "nll_loss":
+        return rows.exp()
+    return rows.softmax(-1)
+
+
+def labels(loss: LossSpec) -> torch.Tensor | None:
+    """The integer class labels of the batch, with ignored positions dropped."""
+    target = loss.target
+    if not isinstance(target, torch.Tensor) or target.is_floating_point():
+        return None
+    flat = target.reshape(-1)
+    return flat[flat != loss.kwargs.get("ignore_index", -100)]
+
+
+class Recorder:
+    """Forward hooks that keep each module's main output, in the order modules finish."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.names = {m: n for n, m in model.named_modules()}
+        self.outputs: list[tuple[str, torch.Tensor]] = []
+        self.handles = [m.register_forward_hook(self._hook) for m in model.modules()]
+
+    def _hook(self, module: Any, _inputs: Any, output: Any) -> None:
+        tensor = main_output(output)
+        if isinstance(tensor, torch.Tensor):
+            self.outputs.append((self.names[module], tensor.detach()))
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def record(
+    model: torch.nn.Module, run: Callable[[], Any]
+) -> tuple[Any, list[tuple[str, torch.Tensor]]]:
+    recorder = Recorder(model)
+    try:
+        out = run()
+    finally:
+        recorder.close()
+    return out, recorder.outputs
+
+
+def first_difference(a: list, b: list, rows: Any = None, rtol: float = 1e-5) -> str | None:
+    """The first module (in finishing order) whose outputs differ between two recorded runs."""
+    for (name, x), (_, y) in zip(a, b, strict=False):
+        if x.shape != y.shape:
+            continue
+        if rows is not None:
+            if not x.dim() or x.shape[0] <= 1:
+                continue
+            x, y = x[rows], y[rows]
+        if differs(x, y, rtol):
+            return name
+    return None

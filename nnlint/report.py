@@ -1,0 +1,249 @@
+"""Turn a `Result` into text, concise, JSON, SARIF or GitHub annotations.
+
+Every formatter returns one string, so the CLI writes a whole document or nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from nnlint import __version__
+from nnlint.engine import Result
+from nnlint.finding import Finding, Severity
+from nnlint.registry import Registry
+from nnlint.source import read_source
+
+FORMATS = ("text", "concise", "json", "sarif", "github")
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+
+
+def concise_line(f: Finding) -> str:
+    return f"{f.path}:{f.line}:{f.column}: {f.code} {f.message}"
+
+
+def summary_line(findings: Sequence[Finding]) -> str:
+    if not findings:
+        return "All checks passed!"
+    counts = Counter(f.severity for f in findings)
+    parts = [
+        f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in reversed(Severity) if counts[s]
+    ]
+    total = len(findings)
+    return f"Found {total} finding{'s' if total != 1 else ''} ({', '.join(parts)})."
+
+
+def format_concise(result: Result, quiet: bool = False) -> str:
+    lines = [concise_line(f) for f in result.findings]
+    if not quiet:
+        lines.append(summary_line(result.findings))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _source_line(root: Path, path: str, line: int, cache: dict) -> str | None:
+    if path not in cache:
+        try:
+            cache[path] = read_source(root / path).splitlines()
+        except (OSError, ValueError):
+            cache[path] = []
+    lines = cache[path]
+    return lines[line - 1] if 0 < line <= len(lines) else None
+
+
+def format_text(result: Result, quiet: bool = False, color: bool = True, width: int = 100) -> str:
+    """Rich output: location, code, message, the source line with a caret, and the note."""
+    from rich.console import Console
+    from rich.text import Text
+
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        force_terminal=color,
+        no_color=not color,
+        width=width,
+        highlight=False,
+        soft_wrap=True,
+    )
+    cache: dict = {}
+    for f in result.findings:
+        head = Text()
+        head.append(f"{f.path}:{f.line}:{f.column}", style="bold")
+        head.append(": ")
+        head.append(f.code, style=_STYLE[f.severity])
+        head.append(f" {f.message}")
+        head.append(f" [{f.name}]", style="dim")
+        console.print(head)
+        source = _source_line(result.root, f.path, f.line, cache)
+        if source is not None:
+            gutter = f"{f.line:>5} | "
+            console.print(Text.assemble((gutter, "blue"), source.expandtabs(4)))
+            width_span = 1
+            if f.end_line == f.line and f.end_column and f.end_column > f.column:
+                width_span = f.end_column - f.column
+            marker = " " * (f.column - 1) + "^" * width_span
+            console.print(
+                Text.assemble(
+                    (" " * (len(gutter) - 2) + "| ", "blue"), (marker, _STYLE[f.severity])
+                )
+            )
+        if f.note:
+            console.print(Text.assemble(("      = note: ", "blue"), f.note))
+        console.print()
+    if not quiet:
+        console.print(Text(summary_line(result.findings), style="bold"))
+    return buffer.getvalue()
+
+
+def format_json(result: Result) -> str:
+    counts = Counter(f.severity for f in result.findings)
+    document = {
+        "version": __version__,
+        "findings": [
+            {
+                key: f.to_dict()[key]
+                for key in (
+                    "code",
+                    "name",
+                    "severity",
+                    "message",
+                    "path",
+                    "line",
+                    "column",
+                    "end_line",
+                    "end_column",
+                    "phase",
+                    "note",
+                )
+            }
+            for f in result.findings
+        ],
+        "summary": {
+            "total": len(result.findings),
+            "by_severity": {str(s): counts[s] for s in Severity},
+            "by_code": dict(sorted(Counter(f.code for f in result.findings).items())),
+            "files": len(result.files),
+            "rules": len(result.rules),
+            "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        },
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def format_sarif(result: Result, registry: Registry) -> str:
+    used = sorted({f.code for f in result.findings} | set(result.rules))
+    index = {code: i for i, code in enumerate(used)}
+    descriptors = []
+    for code in used:
+        rule = registry.by_code[code]
+        descriptors.append(
+            {
+                "id": code,
+                "name": rule.name,
+                "shortDescription": {"text": rule.summary()},
+                "fullDescription": {"text": rule.docs() or rule.summary()},
+                "help": {
+                    "text": rule.docs() or rule.summary(),
+                    "markdown": rule.docs() or rule.summary(),
+                },
+                "defaultConfiguration": {
+                    "level": _SARIF_LEVEL[rule.severity],
+                    "enabled": bool(rule.default_enabled),
+                },
+                "properties": {"phase": str(rule.kind)},
+            }
+        )
+    results = []
+    for f in result.findings:
+        region = {"startLine": f.line, "startColumn": f.column}
+        if f.end_line:
+            region["endLine"] = f.end_line
+        if f.end_column:
+            region["endColumn"] = f.end_column
+        item = {
+            "ruleId": f.code,
+            "ruleIndex": index[f.code],
+            "level": _SARIF_LEVEL[f.severity],
+            "message": {"text": f.message + (f" ({f.note})" if f.note else "")},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": Path(f.path).as_posix()},
+                        "region": region,
+                    }
+                }
+            ],
+        }
+        results.append(item)
+    document = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "nnlint",
+                        "version": __version__,
+                        "informationUri": "https://github.com/nnlint/nnlint",
+                        "rules": descriptors,
+                    }
+                },
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def format_github(result: Result) -> str:
+    level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+    lines = []
+    for f in result.findings:
+        props = [f"file={_gh_escape(f.path, True)}", f"line={f.line}", f"col={f.column}"]
+        if f.end_line:
+            props.append(f"endLine={f.end_line}")
+        if f.end_column and f.end_line == f.line:
+            props.append(f"endColumn={f.end_column}")
+        props.append(f"title={_gh_escape(f'{f.code} ({f.name})', True)}")
+        message = f.message + (f"\n{f.note}" if f.note else "")
+        lines.append(f"::{level[f.severity]} {','.join(props)}::{_gh_escape(message)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def format_statistics(result: Result, registry: Registry) -> str:
+    counts = Counter(f.code for f in result.findings)
+    lines = [f"{n:>5}\t{code}\t{registry.by_code[code].name}" for code, n in counts.most_common()]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render(
+    result: Result,
+    registry: Registry,
+    fmt: str,
+    *,
+    quiet: bool = False,
+    color: bool = False,
+    statistics: bool = False,
+) -> str:
+    if statistics and fmt in ("text", "concise"):
+        return format_statistics(result, registry)
+    if fmt == "text":
+        return format_text(result, quiet, color) if color else format_concise(result, quiet)
+    if fmt == "concise":
+        return format_concise(result, quiet)
+    if fmt == "json":
+        return format_json(result)
+    if fmt == "sarif":
+        return format_sarif(result, registry)
+    return format_github(result)

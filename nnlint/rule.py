@@ -1,0 +1,142 @@
+"""The rule model: one base class, three kinds, one `check(ctx)` signature.
+
+A rule module under `rules/` defines one subclass of `ScriptRule`, `GraphRule`
+or `DynamicRule`. The registry finds it by walking the package; nothing else
+needs to change to add a rule.
+
+Examples live on the rule as `valid` and `invalid` tuples of source strings:
+
+* script rules: each example is a whole training script;
+* graph and dynamic rules: each example is source that defines `model` and may
+  define `batch`, `loss_fn` and `optimizer` (the same names `nnlint.check` takes).
+
+An invalid example must produce at least one finding of the rule, a valid one
+none; `tests/test_rule_examples.py` runs every example of every rule.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nnlint.finding import Finding, Phase, Severity
+
+
+@dataclass(frozen=True)
+class Option:
+    """A per-rule setting, configurable under `[tool.nnlint.rules.<name>]`."""
+
+    default: Any
+    help: str
+
+    def coerce(self, value: Any) -> Any:
+        expected = type(self.default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(f"expected {expected.__name__}, got {value!r}")
+        return value
+
+
+class Rule:
+    """Base of every rule. Subclasses set the class attributes and `check`."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    message: ClassVar[str]
+    severity: ClassVar[Severity] = Severity.WARNING
+    default_enabled: ClassVar[bool] = True
+    kind: ClassVar[Phase]
+    options: ClassVar[dict[str, Option]] = {}
+    valid: ClassVar[tuple[str, ...]] = ()
+    invalid: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        merged = {key: opt.default for key, opt in self.options.items()}
+        merged.update(settings or {})
+        self.settings = merged
+
+    def check(self, ctx: Any) -> Iterator[Finding]:
+        raise NotImplementedError  # abstract
+
+    @classmethod
+    def make(
+        cls,
+        path: str,
+        line: int,
+        column: int = 1,
+        *,
+        end_line: int | None = None,
+        end_column: int | None = None,
+        note: str | None = None,
+        severity: Severity | None = None,
+        **fields: Any,
+    ) -> Finding:
+        """Build this rule's finding, filling the message template with `fields`."""
+        return Finding(
+            path=path,
+            line=line,
+            column=column,
+            code=cls.code,
+            name=cls.name,
+            message=cls.message.format(**fields),
+            severity=cls.severity if severity is None else severity,
+            phase=cls.kind,
+            end_line=end_line,
+            end_column=end_column,
+            note=note,
+        )
+
+    @classmethod
+    def docs(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the docstring: what the rule flags."""
+        return cls.docs().splitlines()[0] if cls.docs() else cls.name
+
+
+class EngineRule(Rule):
+    """A diagnostic of nnlint itself (NN0xx): it never runs a check."""
+
+    kind = Phase.ENGINE
+    severity = Severity.INFO
+
+
+class ScriptRule(Rule):
+    """Reads one file with libcst; gets a `nnlint.source.ScriptContext`.
+
+    `needs` is a quick text filter: the rule is skipped for files containing
+    none of these strings, which keeps whole-tree runs fast.
+    """
+
+    kind = Phase.SCRIPT
+    needs: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def report(self, ctx: Any, node: Any, *, note: str | None = None, **fields: Any) -> Finding:
+        """A finding spanning a libcst node of `ctx`'s module."""
+        pos = ctx.position(node)
+        return self.make(
+            ctx.display_path,
+            pos.start.line,
+            pos.start.column + 1,
+            end_line=pos.end.line,
+            end_column=pos.end.column + 1,
+            note=note,
+            **fields,
+        )
+
+
+class GraphRule(Rule):
+    """Reads the captured model graph; gets a graph context."""
+
+    kind = Phase.GRAPH
+
+
+class DynamicRule(Rule):
+    """Runs the model; gets a dynamic context with model, batch, loss and optimizer."""
+
+    kind = Phase.DYNAMIC

@@ -1,0 +1,153 @@
+"""Learn the training setup by running the training script up to its first optimizer step.
+
+The parent forks (torch is already imported, so the child starts in
+milliseconds); the child sets one intra-op thread (a child forked after the
+parent used its thread pool hangs on its first parallel op), moves into the
+script's directory, intercepts the `--model` target, the losses, `backward`
+and the optimizer step, and runs the script. At the first `optimizer.step()`
+it stops the script and runs the dynamic checks on the objects it caught:
+custom losses and classes defined in `__main__` cannot be pickled back, the
+findings can. While the script runs, an audit hook refuses writes, renames and
+deletions outside a temporary directory, and `torch.save` to a path.
+Anything that stops the run becomes one NN006 finding and the caller falls back.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nnlint.diagnostics import CheckSkipped, ScriptNotRun
+from nnlint.files import display_path
+from nnlint.finding import Finding, Phase
+
+CHECKS_LIMIT = 300.0  # seconds the child may spend on the checks after the capture
+
+
+@dataclass
+class ScriptRun:
+    """What the run gave: NN006 notes, the child's findings (None: fall back), the batch."""
+
+    notes: list[Finding] = field(default_factory=list)
+    findings: list[Finding] | None = None
+    batch: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def learn_from_script(
+    settings: Any, rules: list, fallback: Any, timings: dict[str, float]
+) -> ScriptRun | None:
+    """Run the training script in a forked child; None when there is nothing to run."""
+    script = getattr(settings, "script", None)
+    wanted = any(r.kind is Phase.DYNAMIC for r in rules)
+    if not (script and settings.capture and settings.dynamic and wanted and settings.model):
+        return None
+    script_path = Path(script).resolve()
+    display = display_path(script_path, Path(settings.root))
+    start = time.perf_counter()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_fd)
+        code = 0
+        try:
+            from nnlint.intercept import run_child
+
+            run_child(write_fd, script_path, settings, rules, fallback, _send)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        run = _parent(read_fd, pid, settings, display)
+    finally:
+        os.close(read_fd)
+        _reap(pid)
+    timings["capture"] = time.perf_counter() - start
+    return run
+
+
+def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
+    limit = float(settings.capture_timeout) + 5.0
+    message = _receive(fd, limit)
+    if message is None:
+        _kill(pid)
+        reason = f"it did not reach its first optimizer step within {settings.capture_timeout:g} s"
+        return ScriptRun([ScriptNotRun.make(display, 1, reason=reason)])
+    if message[0] == "failed":
+        _, reason, line = message
+        return ScriptRun([ScriptNotRun.make(display, line, reason=reason)])
+    batch = message[1]
+    done = _receive(fd, CHECKS_LIMIT)
+    if done is None or done[0] != "done":
+        _kill(pid)
+        note = CheckSkipped.make(
+            display,
+            1,
+            rule="dynamic checks",
+            reason=f"they did not finish within {CHECKS_LIMIT:g} s",
+        )
+        return ScriptRun([note], [], batch)
+    return ScriptRun([], done[1], batch, done[2])
+
+
+def _send(fd: int, message: Any) -> None:
+    data = pickle.dumps(message)
+    os.write(fd, struct.pack("!Q", len(data)))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _receive(fd: int, limit: float) -> Any:
+    """One message, or None on timeout or when the child died without one."""
+    deadline = time.monotonic() + limit
+    buffer = b""
+    size = None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return None
+        buffer += chunk
+        if size is None and len(buffer) >= 8:
+            size = struct.unpack("!Q", buffer[:8])[0]
+        if size is not None and len(buffer) >= 8 + size:
+            try:
+                return pickle.loads(buffer[8 : 8 + size])
+            except Exception:
+                return None
+
+
+def _kill(pid: int) -> None:
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _reap(pid: int) -> None:
+    for _ in range(50):
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.02)
+    _kill(pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

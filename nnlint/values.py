@@ -1,0 +1,404 @@
+"""What a file's names and attributes hold, as far as its own assignments tell.
+
+libcst's `QualifiedNameProvider` resolves imports (`from torch import nn as tnn`)
+but not values. This tracker follows assignments through `ScopeProvider` so that
+`crit = nn.CrossEntropyLoss()` then `crit(out, y)`, `probs = out.softmax(1)` then
+`crit(probs, y)`, and `self.criterion = ...` set in `__init__` and used in another
+method all resolve. A value is described by a set of tags:
+
+* built objects: `optimizer`, `scheduler`, `scaler`, `module`, and loss or
+  activation callables (`ce_fn`, `nll_fn`, `bce_logits_fn`, `loss_fn`,
+  `softmax_fn`, `log_softmax_fn`, `sigmoid_fn`);
+* tensors: `loss` (still carries its graph), `probs` (softmax output),
+  `log_probs`, `sigmoid`.
+
+Nothing here imports torch: everything is read from the source text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+from libcst.metadata import Assignment, ScopeProvider
+
+from nnlint.source import ScriptContext
+
+TENSOR_TAGS = frozenset({"loss", "probs", "log_probs", "sigmoid"})
+# Methods that keep what a tensor is (a loss stays a loss after `.mean()`).
+_KEEPING = frozenset(
+    "mean sum float double half to cuda view reshape squeeze unsqueeze clone contiguous "
+    "flatten cpu type".split()
+)
+_FUNCTION_TAGS = {
+    "softmax": "probs",
+    "log_softmax": "log_probs",
+    "sigmoid": "sigmoid",
+    "expit": "sigmoid",
+    "log": "log_probs",
+}
+_CLASS_TAGS = {
+    "CrossEntropyLoss": "ce_fn",
+    "NLLLoss": "nll_fn",
+    "BCEWithLogitsLoss": "bce_logits_fn",
+    "Softmax": "softmax_fn",
+    "LogSoftmax": "log_softmax_fn",
+    "Sigmoid": "sigmoid_fn",
+}
+_CALL_RESULT = {
+    "ce_fn": "loss",
+    "nll_fn": "loss",
+    "bce_logits_fn": "loss",
+    "loss_fn": "loss",
+    "softmax_fn": "probs",
+    "log_softmax_fn": "log_probs",
+    "sigmoid_fn": "sigmoid",
+}
+LOSS_FUNCTIONS = {
+    "cross_entropy": "ce_fn",
+    "nll_loss": "nll_fn",
+    "binary_cross_entropy_with_logits": "bce_logits_fn",
+}
+_GRAD_OFF = (
+    "torch.no_grad",
+    "torch.inference_mode",
+    "torch.autograd.no_grad",
+    "torch.autograd.grad_mode.no_grad",
+    "torch.autograd.grad_mode.inference_mode",
+)
+
+
+class _Tree(cst.CSTVisitor):
+    """Children of every node, in source order, from one traversal.
+
+    libcst computes `node.children` by visiting the node each time it is asked;
+    the rules walk the tree many times, so they read this index instead.
+    """
+
+    def __init__(self) -> None:
+        self.children: dict[cst.CSTNode, list[cst.CSTNode]] = {}
+        self._stack: list[cst.CSTNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if self._stack:
+            self.children[self._stack[-1]].append(node)
+        self.children[node] = []
+        self._stack.append(node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self._stack.pop()
+
+
+class Values:
+    """The value tracker of one file; get it with `values(ctx)`."""
+
+    def __init__(self, ctx: ScriptContext) -> None:
+        self.ctx = ctx
+        self.referents: dict[cst.CSTNode, set] = {}
+        tree = _Tree()
+        ctx.module.visit(tree)
+        self._children = tree.children
+        ctx.scope(ctx.module)  # resolves all metadata once; the lookup below reuses it
+        for scope in {s for s in ctx.wrapper.resolve(ScopeProvider).values() if s is not None}:
+            for access in scope.accesses:
+                self.referents[access.node] = set(access.referents)
+        self.functions: dict[str, list[cst.FunctionDef]] = {}
+        self.classes: dict[str, cst.ClassDef] = {}
+        self.calls: list[cst.Call] = []
+        for node in self.walk(ctx.module):
+            if isinstance(node, cst.FunctionDef):
+                self.functions.setdefault(node.name.value, []).append(node)
+            elif isinstance(node, cst.ClassDef):
+                self.classes[node.name.value] = node
+            elif isinstance(node, cst.Call):
+                self.calls.append(node)
+        self.backward_names = self._backward_names()
+        self._memo: dict[cst.CSTNode, frozenset[str]] = {}
+        self._attrs: dict[tuple[cst.ClassDef, str], list[cst.BaseExpression]] = {}
+        self._feeds: set[str] | None = None
+
+    def children(self, node: cst.CSTNode) -> list[cst.CSTNode]:
+        found = self._children.get(node)
+        return list(node.children) if found is None else found
+
+    def walk(self, node: cst.CSTNode, skip: tuple[type, ...] = ()) -> Iterator[cst.CSTNode]:
+        """Every node under `node`, itself first, in source order; `skip` types are not entered."""
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            yield current
+            if current is node or not isinstance(current, skip):
+                stack.extend(reversed(self.children(current)))
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.ctx.module.code_for_node(node).strip()
+
+    def torch_names(self, node: cst.CSTNode) -> set[str]:
+        """Qualified names of `node` inside torch (and the Lightning packages)."""
+        return {
+            q
+            for q in self.ctx.qualified_name_strings(node)
+            if q.startswith(("torch.", "lightning.", "pytorch_lightning."))
+        }
+
+    def tags(self, expr: cst.CSTNode) -> frozenset[str]:
+        """What `expr` evaluates to; empty when unknown."""
+        if expr in self._memo:
+            return self._memo[expr]
+        self._memo[expr] = frozenset()  # breaks cycles such as `x = x + 1`
+        found = frozenset(self._tags(expr))
+        self._memo[expr] = found
+        return found
+
+    def _tags(self, expr: cst.CSTNode) -> set[str]:
+        if isinstance(expr, cst.Call):
+            return self._call_tags(expr)
+        if isinstance(expr, cst.Name):
+            found: set[str] = set()
+            for value in self.assigned_values(expr):
+                found |= self.tags(value)
+            if expr.value in self.backward_names:
+                found.add("loss")
+            return found
+        if isinstance(expr, cst.Attribute):
+            if isinstance(expr.value, cst.Name) and expr.value.value == "self":
+                found = set()
+                for value in self.self_attribute_values(expr):
+                    found |= self.tags(value)
+                return found
+            return {"loss"} if expr.attr.value == "loss" else set()
+        if isinstance(expr, cst.BinaryOperation):
+            return (self.tags(expr.left) | self.tags(expr.right)) & {"loss"}
+        if isinstance(expr, cst.UnaryOperation | cst.Await):
+            return set(self.tags(expr.expression)) & {"loss"}
+        if isinstance(expr, cst.IfExp):
+            return set(self.tags(expr.body) | self.tags(expr.orelse))
+        if isinstance(expr, cst.AugAssign):
+            return set(self.tags(expr.target) | self.tags(expr.value)) & {"loss"}
+        return set()
+
+    def _call_tags(self, call: cst.Call) -> set[str]:
+        func = call.func
+        names = self.torch_names(func)
+        for qname in names:
+            last = qname.rsplit(".", 1)[-1]
+            if qname.startswith("torch.optim."):
+                return {"scheduler" if ".lr_scheduler." in qname else "optimizer"}
+            if last == "GradScaler":
+                return {"scaler"}
+            if last in _CLASS_TAGS:
+                return {_CLASS_TAGS[last]}
+            if last.endswith("Loss"):
+                return {"loss_fn"}
+            if last in LOSS_FUNCTIONS or last.endswith(("_loss", "_entropy")):
+                return {"loss"}
+            if last in _FUNCTION_TAGS:
+                return {_FUNCTION_TAGS[last]}
+            if last == "Sequential":
+                return {"module", *self._sequential_tail(call)}
+            if last[:1].isupper() and qname.startswith("torch.nn."):
+                return {"module"}
+        if isinstance(func, cst.Attribute) and not names:
+            method = func.attr.value
+            receiver = self.tags(func.value)
+            if method in _FUNCTION_TAGS:
+                return {_FUNCTION_TAGS[method]}
+            if method in _KEEPING:
+                return set(receiver & TENSOR_TAGS)
+            if method in ("item", "tolist", "detach", "numpy"):
+                return set()
+        callee = self.tags(func)
+        found = {_CALL_RESULT[t] for t in callee if t in _CALL_RESULT}
+        if callee & {"module", "softmax_module"}:
+            found.add("probs" if "softmax_module" in callee else "output")
+        if isinstance(func, cst.Name):
+            for fn in self.functions.get(func.value, ()):
+                found |= self._returned(fn)
+            if func.value in self.classes and self._is_module_class(self.classes[func.value]):
+                found.add("module")
+        if not found and not names:
+            last = self.code(func).rsplit(".", 1)[-1].lower()
+            if "loss" in last or "criterion" in last:
+                found.add("loss")
+        return found
+
+    def _sequential_tail(self, call: cst.Call) -> set[str]:
+        positional = [a for a in call.args if a.keyword is None and a.star == ""]
+        if positional and "softmax_fn" in self.tags(positional[-1].value):
+            return {"softmax_module"}
+        return set()
+
+    def _is_module_class(self, cls: cst.ClassDef) -> bool:
+        return any(
+            any(
+                q.startswith("torch.nn.") or q.startswith(("lightning.", "pytorch_lightning."))
+                for q in self.ctx.qualified_name_strings(base.value)
+            )
+            for base in cls.bases
+        )
+
+    def _returned(self, fn: cst.FunctionDef) -> set[str]:
+        found: set[str] = set()
+        for node in self.walk(fn.body):
+            if isinstance(node, cst.Return) and node.value is not None:
+                found |= self.tags(node.value)
+        return found & TENSOR_TAGS
+
+    def assigned_values(self, name: cst.Name) -> list[cst.CSTNode]:
+        """The values last assigned to `name` before it is read (all of them when unsure)."""
+        assignments = [r for r in self.referents.get(name, ()) if isinstance(r, Assignment)]
+        line = self.ctx.position(name).start.line
+        scope = self.ctx.scope(name)
+        before = [
+            a
+            for a in assignments
+            if a.scope is scope and self.ctx.position(a.node).start.line < line
+        ]
+        if before:
+            assignments = [max(before, key=lambda a: _start(self.ctx, a.node))]
+        values = []
+        for assignment in assignments:
+            value = self._value_of(assignment.node)
+            if value is not None:
+                values.append(value)
+        return values
+
+    def _value_of(self, target: cst.CSTNode) -> cst.CSTNode | None:
+        parent = self.ctx.parent(target)
+        if isinstance(parent, cst.AssignTarget):
+            return self.ctx.parent(parent).value
+        if isinstance(parent, cst.AnnAssign | cst.NamedExpr) and parent.target is target:
+            return parent.value
+        if isinstance(parent, cst.AugAssign):
+            return parent
+        if isinstance(parent, cst.Element):
+            seq = self.ctx.parent(parent)
+            holder = self.ctx.parent(seq)
+            if isinstance(holder, cst.AssignTarget):
+                value = self.ctx.parent(holder).value
+                if isinstance(value, cst.Tuple | cst.List) and len(value.elements) == len(
+                    seq.elements
+                ):
+                    return value.elements[seq.elements.index(parent)].value
+        return None
+
+    def self_attribute_values(self, attr: cst.Attribute) -> list[cst.BaseExpression]:
+        """Values assigned to `self.<attr>` anywhere in the class around `attr`."""
+        cls = self.enclosing(attr, cst.ClassDef)
+        if cls is None:
+            return []
+        key = (cls, attr.attr.value)
+        if key not in self._attrs:
+            self._attrs[key] = [
+                node.value
+                for node in self.walk(cls.body)
+                if isinstance(node, cst.Assign)
+                for target in node.targets
+                if isinstance(target.target, cst.Attribute)
+                and isinstance(target.target.value, cst.Name)
+                and target.target.value.value == "self"
+                and target.target.attr.value == attr.attr.value
+            ]
+        return self._attrs[key]
+
+    def enclosing(self, node: cst.CSTNode, kind: type | tuple[type, ...]) -> cst.CSTNode | None:
+        """The nearest ancestor of `node` of type `kind`."""
+        current = self.ctx.parent(node)
+        while current is not None and not isinstance(current, kind):
+            current = self.ctx.parent(current)
+        return current
+
+    def _backward_names(self) -> set[str]:
+        """Names whose value reaches a `.backward()`: they are known to carry a graph."""
+        found: set[str] = set()
+        for call in self.calls:
+            func = call.func
+            if isinstance(func, cst.Attribute) and func.attr.value == "backward":
+                roots = [func.value, *(a.value for a in call.args[:1])]
+                for root in roots:
+                    for node in self.walk(root):
+                        if isinstance(node, cst.Name) and node.value != "self":
+                            found.add(node.value)
+        return found
+
+    def grad_disabled(self, node: cst.CSTNode, callers: bool = True) -> bool:
+        """Whether `node` runs under `torch.no_grad()`/`inference_mode()`.
+
+        A function whose every call in the file is under `no_grad` counts as
+        under it too (one level of callers).
+        """
+        current = self.ctx.parent(node)
+        while current is not None:
+            if isinstance(current, cst.With) and any(
+                self._disables_grad(item.item) for item in current.items
+            ):
+                return True
+            if isinstance(current, cst.FunctionDef):
+                if any(self._disables_grad(d.decorator) for d in current.decorators):
+                    return True
+                sites = self.callers(current)
+                if callers and sites and all(self.grad_disabled(s, False) for s in sites):
+                    return True
+            current = self.ctx.parent(current)
+        return False
+
+    def callers(self, fn: cst.FunctionDef) -> list[cst.Call]:
+        """Calls of `fn` in this file, by name (`fn(...)`, `self.fn(...)`)."""
+        name = fn.name.value
+        return [
+            c
+            for c in self.calls
+            if (isinstance(c.func, cst.Name) and c.func.value == name)
+            or (
+                isinstance(c.func, cst.Attribute)
+                and c.func.attr.value == name
+                and self.code(c.func.value) in ("self", "cls")
+            )
+        ]
+
+    def feeds_backward(self) -> set[str]:
+        """Names whose value flows, through assignments, into a `.backward()`."""
+        if self._feeds is None:
+            found = set(self.backward_names)
+            assigns = [n for n in self.walk(self.ctx.module) if isinstance(n, cst.Assign)]
+            grew = True
+            while grew:
+                grew = False
+                for node in assigns:
+                    targets = {self.code(t.target) for t in node.targets}
+                    if not targets & found:
+                        continue
+                    new = {
+                        n.value for n in self.walk(node.value) if isinstance(n, cst.Name)
+                    } - found
+                    if new:
+                        found |= new
+                        grew = True
+            self._feeds = found
+        return self._feeds
+
+    def _disables_grad(self, expr: cst.BaseExpression) -> bool:
+        func = expr.func if isinstance(expr, cst.Call) else expr
+        names = self.ctx.qualified_name_strings(func)
+        if any(q in _GRAD_OFF for q in names):
+            return True
+        if isinstance(expr, cst.Call) and any(q.endswith("set_grad_enabled") for q in names):
+            first = expr.args[0].value if expr.args else None
+            return isinstance(first, cst.Name) and first.value == "False"
+        return False
+
+    def receiver_root(self, expr: cst.BaseExpression) -> str:
+        """`model` for `model`, `self.model` for `self.model.module`: the object, not its parts."""
+        text = self.code(expr)
+        return text if not text.startswith("self.") else ".".join(text.split(".")[:2])
+
+
+def _start(ctx: ScriptContext, node: cst.CSTNode) -> tuple[int, int]:
+    pos = ctx.position(node).start
+    return pos.line, pos.column
+
+
+def values(ctx: ScriptContext) -> Values:
+    """The value tracker of `ctx`, built once per file and shared by every rule."""
+    return ctx.shared("values", Values)

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from nnlint.finding import Finding, Severity
+from nnlint.rule import DynamicRule
+
+
+class BatchMixing(DynamicRule):
+    """One sample's output depends on the other samples of the batch.
+
+    ## What it does
+    In eval mode, changes only sample 0 of the batch and runs the same batch
+    again: every other sample's output must stay the same. Then backpropagates
+    random weights on sample 0's output: the other samples' inputs must get
+    no gradient. Names the first module whose output mixes samples.
+    Train-mode BatchNorm mixes by design; it runs in eval mode here, so it is
+    not flagged.
+
+    ## Why is this bad?
+    A `view` or `reshape` where a `permute` was meant, attention over the
+    batch dimension (`batch_first` left False), or a reduction over dim 0
+    lets samples see each other: the model trains on information it will
+    not have at test time, silently.
+
+    ## Example
+    ```python
+    def forward(self, x):          # x: (N, C, L)
+        return self.fc(x.view(-1, x.shape[0]))
+    ```
+
+    ## Use instead
+    ```python
+    def forward(self, x):
+        return self.fc(x.permute(0, 2, 1))
+    ```
+    """
+
+    code = "NN303"
+    name = "batch-mixing"
+    message = "output of sample {sample} changes when only sample 0 changes (relative {diff}){where}; keep samples independent along the batch dimension"
+    severity = Severity.ERROR
+
+    valid = (
+        """
+import torch
+model = torch.nn.Sequential(torch.nn.Conv1d(3, 8, 3), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                            torch.nn.Flatten(), torch.nn.Linear(8 * 14, 4))
+batch = (torch.randn(6, 3, 16), torch.randint(0, 4, (6,)))
+""",
+    )
+    invalid = (
+        """
+import torch
+
+class Mixer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 6)
+
+    def forward(self, x):
+        return self.fc(x.t()).t()
+
+model = Mixer()
+batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
+""",
+    )
+
+    def check(self, ctx) -> Iterator[Finding]:
+        import torch
+
+        from nnlint import probes
+        from nnlint.dynamic import Skip, fmt
+
+        args, kwargs, n = ctx.args, ctx.kwargs, ctx.n
+        if not probes.input_names(args, kwargs):
+            raise Skip("no tensor input")
+        if n == 1:
+            args, kwargs, n = (*probes.repeat((args, kwargs), 1, 2), 2)
+        gen = ctx.generator()
+        changed_args, changed_kwargs = args, kwargs
+        for key, _ in probes.input_names(args, kwargs):
+            x = probes.get_input(changed_args, changed_kwargs, key)
+            if x.dim() and x.shape[0] == n:
+                changed_args, changed_kwargs = probes.with_input(
+                    changed_args, changed_kwargs, key, probes.perturb_sample(x, gen)
+                )
+        model = ctx.fresh(train=False)
+        with torch.no_grad():
+            out, before = probes.record(model, lambda: ctx.run(model, args, kwargs))
+            out2, after = probes.record(model, lambda: ctx.run(model, changed_args, changed_kwargs))
+        y, y2 = probes.main_output(out), probes.main_output(out2)
+        if y is None or not y.dim() or y.shape[0] != n:
+            raise Skip("the output has no batch dimension")
+        for sample in range(1, n):
+            diff = probes.differs(y[sample], y2[sample])
+            if diff:
+                name = probes.first_difference(before, after, slice(1, None))
+                where = f", first at `{name}`" if name else ""
+                yield ctx.report(self, name, sample=sample, diff=fmt(diff), where=where)
+                return
+        yield from self._backward(ctx, model, args, kwargs, n, gen)
+
+    def _backward(self, ctx, model, args, kwargs, n, gen):
+        import torch
+
+        from nnlint import probes
+        from nnlint.dynamic import fmt
+
+        key = probes.primary_key(args, kwargs)
+        x = probes.get_input(args, kwargs, key)
+        if not x.is_floating_point():
+            return
+        x = x.detach().clone().requires_grad_(True)
+        args, kwargs = probes.with_input(args, kwargs, key, x)
+        y = probes.main_output(ctx.run(model, args, kwargs))
+        if y is None or not y.requires_grad:
+            return
+        weights = torch.randn(y[0].shape, generator=gen).to(y.device, y.dtype)
+        (weights * y[0]).sum().backward()
+        if x.grad is None:
+            return
+        others = x.grad[1:].abs()
+        if others.numel() and others.max() > 0:
+            sample = int(others.reshape(n - 1, -1).amax(1).argmax()) + 1
+            scale = float(x.grad[0].abs().max()) or 1.0
+            yield ctx.report(
+                self,
+                None,
+                sample=0,
+                diff=fmt(float(others.max()) / scale),
+                where=f" (input gradient reaches sample {sample})",
+            )

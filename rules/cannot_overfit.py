@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from nnlint.finding import Finding
+from nnlint.rule import DynamicRule, Option
+
+
+class CannotOverfit(DynamicRule):
+    """The model cannot drive the loss on a few samples well below its initial value.
+
+    ## What it does
+    Trains a copy of the model on at most `samples` samples of the batch with
+    the user's optimizer (Adam, lr 3e-3, when there is none), dropout off, for
+    at most `max_steps` steps. It passes as soon as the loss is below
+    `target` of the way from the initial loss to the loss's floor (0, or the
+    entropy of smoothed labels), and fails early when the loss stalls, or at
+    the cap when its recent pace would not get there in twice as many steps.
+
+    ## Why is this bad?
+    Overfitting a handful of samples is the easiest task a network gets. If
+    it cannot, something between input, model, loss and optimizer is broken:
+    a detached output, a squashed output fed to a loss that expects logits, a
+    learning rate far too small, frozen weights.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))    # fed to cross_entropy
+    ```
+
+    ## Use instead
+    ```python
+    def forward(self, x):
+        return self.fc(x)                   # logits
+    ```
+    """
+
+    code = "NN309"
+    name = "cannot-overfit"
+    message = "loss on {n} samples went from {start} to {end} in {steps} {optimizer} steps ({why}), expected below {goal}; {hint}"
+    options = {
+        "samples": Option(8, "samples to overfit"),
+        "max_steps": Option(300, "step cap"),
+        "target": Option(0.25, "fraction of the initial loss (above its floor) to reach"),
+        "patience": Option(60, "steps without a 1% improvement before the loss counts as stalled"),
+    }
+
+    valid = (
+        """
+import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
+""",
+    )
+    invalid = (
+        """
+import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4), torch.nn.Sigmoid())
+batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
+""",
+    )
+
+    def check(self, ctx) -> Iterator[Finding]:
+        from nnlint import probes
+        from nnlint.dynamic import Skip
+
+        if ctx.loss is None:
+            raise Skip("no loss")
+        k = min(ctx.n, self.settings["samples"])
+        index = slice(0, k)
+        args, kwargs = probes.take((ctx.args, ctx.kwargs), ctx.n, index)
+        model = ctx.fresh(train=True, dropout=False)
+        optimizer, described, _ = ctx.optimizer_for(model)
+        floor = _floor(ctx.loss, model, ctx)
+        start = best = None
+        history: list[float] = []
+        since = 0
+        for step in range(1, self.settings["max_steps"] + 1):
+            ctx.tick()
+            optimizer.zero_grad()
+            loss = ctx.loss_of(ctx.run(model, args, kwargs), index=index)
+            value = float(loss.detach())
+            history.append(value)
+            if not math.isfinite(value):
+                yield self._fail(
+                    ctx,
+                    k,
+                    start,
+                    value,
+                    step,
+                    described,
+                    "diverged",
+                    floor,
+                    "lower the learning rate",
+                )
+                return
+            if start is None:
+                start = best = value
+                goal = floor + self.settings["target"] * (start - floor)
+            if value <= goal:
+                return
+            if value < best - 0.01 * (start - floor):
+                best, since = value, 0
+            else:
+                since += 1
+            if since >= self.settings["patience"]:
+                yield self._fail(
+                    ctx,
+                    k,
+                    start,
+                    value,
+                    step,
+                    described,
+                    "stalled",
+                    goal,
+                    "check that the output is raw logits, nothing is detached and the learning rate is not tiny",
+                )
+                return
+            if not loss.requires_grad:
+                yield self._fail(
+                    ctx,
+                    k,
+                    start,
+                    value,
+                    step,
+                    described,
+                    "no gradient reaches the loss",
+                    goal,
+                    "something in forward detaches the output",
+                )
+                return
+            loss.backward()
+            optimizer.step()
+        window = history[-100:]
+        rate = max(0.0, (window[0] - window[-1]) / len(window))
+        if best - goal > rate * 2 * self.settings["max_steps"]:
+            yield self._fail(
+                ctx,
+                k,
+                start,
+                best,
+                self.settings["max_steps"],
+                described,
+                "too slow to get there in twice as many steps",
+                goal,
+                "raise the learning rate or check the model's output",
+            )
+
+    def _fail(self, ctx, n, start, end, steps, described, why, goal, hint):
+        from nnlint.dynamic import fmt
+
+        return ctx.report(
+            self,
+            None,
+            n=n,
+            start=fmt(start if start is not None else end),
+            end=fmt(end),
+            steps=steps,
+            optimizer=described,
+            why=why,
+            goal=fmt(goal),
+            hint=hint,
+        )
+
+
+def _floor(loss, model, ctx) -> float:
+    """The smallest loss reachable: 0, or the entropy of label-smoothed targets."""
+    smoothing = loss.kwargs.get("label_smoothing", 0.0) if loss.name == "cross_entropy" else 0.0
+    if not smoothing:
+        return 0.0
+    from nnlint import probes
+
+    probs = probes.class_probabilities(loss, ctx.base().output)
+    classes = probs.shape[-1]
+    high, low = 1 - smoothing + smoothing / classes, smoothing / classes
+    return -(high * math.log(high) + (classes - 1) * low * math.log(low))

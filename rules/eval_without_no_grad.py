@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from nnlint.finding import Finding, Severity
+from nnlint.loops import BACKWARD, analyze
+from nnlint.rule import ScriptRule
+
+
+class EvalWithoutNoGrad(ScriptRule):
+    """An evaluation loop after `model.eval()` still records autograd graphs.
+
+    ## What it does
+    Flags a call of the model in a loop that follows `model.eval()` in the
+    same function (or script), when nothing there calls `backward()` and the
+    call is not under `torch.no_grad()`, `torch.inference_mode()` or
+    `torch.set_grad_enabled(False)`, nor in a function that is only called
+    under them.
+
+    ## Why is this bad?
+    `eval()` changes how layers behave, not whether autograd records: every
+    batch still stores its activations for a backward that never comes.
+    Evaluation then needs several times the memory and runs slower, and
+    keeping any output alive keeps its whole graph.
+
+    ## Example
+    ```python
+    model.eval()
+    for x, y in val_loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+    ```
+
+    ## Use instead
+    ```python
+    model.eval()
+    with torch.inference_mode():
+        for x, y in val_loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+    ```
+
+    ## Known problems
+    Code that needs gradients of the inputs (saliency maps, adversarial
+    examples) calls `requires_grad_` or `torch.autograd.grad`; such
+    functions are left alone.
+    """
+
+    code = "NN206"
+    name = "eval-without-no-grad"
+    message = "`{model}` is evaluated without `torch.no_grad()`, building graphs it never uses; wrap the loop in `torch.inference_mode()`"
+    severity = Severity.WARNING
+
+    invalid = (
+        """
+import torch
+
+def evaluate(model, loader):
+    model.eval()
+    correct = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+    return correct
+""",
+    )
+    valid = (
+        """
+import torch
+
+def evaluate(model, loader):
+    model.eval()
+    correct = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+    return correct
+
+def saliency(model, x):
+    model.eval()
+    for sample in x:
+        sample.requires_grad_(True)
+        model(sample).max().backward()
+
+with torch.inference_mode():
+    evaluate(model, val_loader)
+model.eval()
+with torch.no_grad():
+    for x, y in test_loader:
+        model(x)
+""",
+    )
+
+    def check(self, ctx) -> Iterator[Finding]:
+        analysis = analyze(ctx)
+        tracker = analysis.values
+        for call in tracker.calls:
+            func = call.func
+            if not (
+                isinstance(func, cst.Attribute) and func.attr.value == "eval" and not call.args
+            ):
+                continue
+            holder = tracker.enclosing(call, cst.FunctionDef)
+            body = holder.body if holder is not None else ctx.module
+            events = analysis.function_events(holder) if holder else analysis.module_events()
+            if any(e.kind == BACKWARD for e in events) or _needs_grad(tracker, body):
+                continue
+            model = tracker.code(func.value)
+            end = ctx.position(call).end
+            start = (end.line, end.column)
+            for node in tracker.walk(body, skip=(cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                if (
+                    isinstance(node, cst.Call)
+                    and tracker.code(node.func) == model
+                    and _after(ctx, node, start)
+                    and tracker.enclosing(node, (cst.For, cst.While, cst.FunctionDef))
+                    not in (None, holder)
+                    and not tracker.grad_disabled(node)
+                ):
+                    yield self.report(ctx, node, model=model)
+                    break
+
+
+def _after(ctx, node: cst.CSTNode, start: tuple[int, int]) -> bool:
+    pos = ctx.position(node).start
+    return (pos.line, pos.column) > start
+
+
+def _needs_grad(tracker, body: cst.CSTNode) -> bool:
+    for node in tracker.walk(body):
+        if isinstance(node, cst.Name) and node.value in ("requires_grad_", "requires_grad"):
+            return True
+        if isinstance(node, cst.Call):
+            names = tracker.ctx.qualified_name_strings(node.func)
+            if "torch.autograd.grad" in names or any("set_grad_enabled" in q for q in names):
+                return True
+        if isinstance(node, cst.Attribute) and node.attr.value in (
+            "requires_grad_",
+            "requires_grad",
+        ):
+            return True
+    return False

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from nnlint.finding import Finding, Severity
+from nnlint.rule import ScriptRule
+from nnlint.values import values
+
+
+class ForwardCalledDirectly(ScriptRule):
+    """A module's `forward` is called directly instead of calling the module.
+
+    ## What it does
+    Flags `model.forward(x)` and `self.encoder.forward(x)`. Calls that must
+    name `forward` are left alone: `super().forward(x)`,
+    `Base.forward(self, x)` and `self.forward(x)`.
+
+    ## Why is this bad?
+    `model(x)` runs the forward pre-hooks and hooks around `forward`;
+    `model.forward(x)` skips them. Anything built on hooks (FSDP and DDP
+    wrappers, quantization observers, `torch.utils.checkpoint`, activation
+    logging, pruning masks) silently does not happen.
+
+    ## Example
+    ```python
+    logits = model.forward(x)
+    ```
+
+    ## Use instead
+    ```python
+    logits = model(x)
+    ```
+    """
+
+    code = "NN210"
+    name = "forward-called-directly"
+    message = (
+        "`{receiver}.forward(...)` bypasses the module's hooks; call `{receiver}(...)` instead"
+    )
+    severity = Severity.WARNING
+    needs = (".forward(",)
+
+    invalid = (
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+logits = model.forward(torch.randn(1, 4))
+""",
+    )
+    valid = (
+        """
+import torch
+
+class Head(torch.nn.Linear):
+    def forward(self, x):
+        return super().forward(x).relu()
+
+class Twice(Head):
+    def forward(self, x):
+        return Head.forward(self, x) + self.forward_once(x)
+
+model = Head(4, 2)
+logits = model(torch.randn(1, 4))
+""",
+    )
+
+    def check(self, ctx) -> Iterator[Finding]:
+        tracker = values(ctx)
+        for call in tracker.calls:
+            func = call.func
+            if not isinstance(func, cst.Attribute) or func.attr.value != "forward":
+                continue
+            receiver = func.value
+            if _names_forward_on_purpose(receiver):
+                continue
+            yield self.report(ctx, call, receiver=tracker.code(receiver))
+
+
+def _names_forward_on_purpose(receiver: cst.BaseExpression) -> bool:
+    """`super()`, `self` and classes (`Base.forward(self, x)`) must name `forward`."""
+    if isinstance(receiver, cst.Call):
+        return isinstance(receiver.func, cst.Name) and receiver.func.value == "super"
+    if isinstance(receiver, cst.Attribute):
+        last = receiver.attr.value
+    elif isinstance(receiver, cst.Name):
+        last = receiver.value
+    else:
+        return not isinstance(receiver, cst.Subscript)
+    return last in ("self", "cls") or last[:1].isupper()

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from nnlint.finding import Finding, Severity
+from nnlint.loops import BACKWARD, GRAD_WRITE, STEP, ZERO_GRAD, analyze
+from nnlint.rule import ScriptRule
+
+
+class MissingZeroGrad(ScriptRule):
+    """A training loop steps the optimizer but never clears the gradients.
+
+    ## What it does
+    Flags `optimizer.step()` in a loop that calls `backward()` but clears
+    neither that optimizer's gradients (`optimizer.zero_grad()`) nor the
+    model's (`model.zero_grad()`, `p.grad = None`) anywhere inside the loop,
+    including in helper functions the loop calls. Clearing once before the
+    loop does not count.
+
+    ## Why is this bad?
+    `backward()` adds to `.grad`. Without clearing, every step applies the sum
+    of all gradients so far: the effective learning rate grows each iteration
+    and training diverges or stalls, usually without an error.
+
+    ## Example
+    ```python
+    optimizer.zero_grad()
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+
+    ## Known problems
+    Gradient accumulation that clears every N steps is fine: any clear in the
+    loop counts, conditional or not.
+    """
+
+    code = "NN201"
+    name = "missing-zero-grad"
+    message = "`{target}.step()` in a loop that never clears gradients; call `{target}.zero_grad()` each iteration"
+    severity = Severity.ERROR
+
+    invalid = (
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+optimizer.zero_grad()
+for x, y in loader:
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+""",
+        """
+import torch
+from torch import optim
+
+def train_step(model, batch, opt):
+    x, y = batch
+    model(x).sum().backward()
+    opt.step()
+
+model = torch.nn.Linear(4, 2)
+opt = optim.Adam(model.parameters())
+for epoch in range(3):
+    opt.zero_grad()
+    for batch in loader:
+        train_step(model, batch, opt)
+""",
+    )
+    valid = (
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for i, (x, y) in enumerate(loader):
+    loss = torch.nn.functional.cross_entropy(model(x), y) / 4
+    loss.backward()
+    if (i + 1) % 4 == 0:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+""",
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+sched = torch.optim.lr_scheduler.StepLR(opt, 10)
+for x, y in loader:
+    for p in model.parameters():
+        p.grad = None
+    model(x).sum().backward()
+    opt.step()
+    sched.step()
+""",
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.LBFGS(model.parameters())
+for x, y in loader:
+    def closure():
+        optimizer.zero_grad()
+        loss = model(x).sum()
+        loss.backward()
+        return loss
+    optimizer.step(closure)
+""",
+    )
+
+    def check(self, ctx) -> Iterator[Finding]:
+        seen = set()
+        for loop in analyze(ctx).loops:
+            if not loop.of(BACKWARD):
+                continue
+            clears = loop.of(ZERO_GRAD) + loop.of(GRAD_WRITE)
+            everything = any(e.target is None for e in clears)
+            cleared = {e.target for e in clears}
+            for step in loop.of(STEP):
+                if everything or step.target in cleared or step.node in seen:
+                    continue
+                seen.add(step.node)
+                line = ctx.position(loop.node).start.line
+                yield self.report(ctx, step.node, target=step.target, note=f"loop at line {line}")

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from nnlint.finding import Finding, Severity
+from nnlint.loops import BACKWARD, STEP, analyze
+from nnlint.rule import ScriptRule
+
+
+class StepBeforeBackward(ScriptRule):
+    """`optimizer.step()` runs before `loss.backward()` in the same iteration.
+
+    ## What it does
+    Flags an optimizer step that always runs in a loop iteration (or a
+    function) before any `backward()` of that iteration, while a `backward()`
+    follows it in the same iteration.
+
+    ## Why is this bad?
+    The step applies the gradients of the previous batch (or none at all on
+    the first one), and the gradients of the last batch are never applied.
+    Combined with a `zero_grad()` between them, the step applies nothing.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        optimizer.zero_grad()
+        optimizer.step()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+
+    ## Known problems
+    A step inside an `if` (stepping at the start of the next iteration after
+    accumulating) is left alone, and so is `optimizer.step(closure)`.
+    """
+
+    code = "NN203"
+    name = "step-before-backward"
+    message = (
+        "`{target}.step()` runs before `backward()` in the same iteration; step after `backward()`"
+    )
+    severity = Severity.ERROR
+
+    invalid = (
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.Adam(model.parameters())
+for x, y in loader:
+    optimizer.zero_grad()
+    optimizer.step()
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+""",
+    )
+    valid = (
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.Adam(model.parameters())
+for i, (x, y) in enumerate(loader):
+    if i > 0 and i % 4 == 0:
+        optimizer.step()
+        optimizer.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+""",
+        """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.LBFGS(model.parameters())
+
+def closure():
+    optimizer.zero_grad()
+    loss = model(x).sum()
+    loss.backward()
+    return loss
+
+for x in loader:
+    optimizer.step(closure)
+""",
+    )
+
+    def check(self, ctx) -> Iterator[Finding]:
+        seen = set()
+        for unit in analyze(ctx).units:
+            events = unit.events
+            for i, step in enumerate(events):
+                if step.kind != STEP or step.closure or step.conds or step.node in seen:
+                    continue
+                if any(e.kind == BACKWARD for e in events[:i]):
+                    continue
+                later = [e for e in events[i + 1 :] if e.kind == BACKWARD and e.loops == step.loops]
+                if later:
+                    seen.add(step.node)
+                    line = ctx.position(later[0].node).start.line
+                    yield self.report(
+                        ctx, step.node, target=step.target, note=f"backward at line {line}"
+                    )

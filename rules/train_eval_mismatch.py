@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from nnlint.finding import Finding
+from nnlint.rule import DynamicRule
+
+
+class TrainEvalMismatch(DynamicRule):
+    """`model.eval()` does not make the forward deterministic.
+
+    ## What it does
+    Runs the batch twice in eval mode under different seeds and names the
+    first module whose output differs between the runs.
+
+    ## Why is this bad?
+    Randomness left on in eval mode (functional dropout with `training=True`,
+    a noise layer that ignores `self.training`) makes validation noisy and
+    inference irreproducible, and the reported metrics understate the model.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        return self.fc(F.dropout(x, p=0.5, training=True))
+    ```
+
+    ## Use instead
+    ```python
+    def forward(self, x):
+        return self.fc(F.dropout(x, p=0.5, training=self.training))
+    ```
+    """
+
+    code = "NN313"
+    name = "train-eval-mismatch"
+    message = "in eval mode the output varies between runs (relative {diff}), first at `{module}`; make randomness depend on self.training"
+
+    valid = (
+        """
+import torch
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+batch = torch.randn(4, 8)
+""",
+    )
+    invalid = (
+        """
+import torch
+import torch.nn.functional as F
+
+class Noisy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(F.dropout(x, p=0.5, training=True))
+
+model = Noisy()
+batch = torch.randn(4, 8)
+""",
+    )
+
+    def check(self, ctx) -> Iterator[Finding]:
+        import torch
+
+        from nnlint import probes
+        from nnlint.dynamic import SEED, fmt
+
+        model = ctx.fresh(train=False)
+        runs = []
+        for seed in (SEED, SEED + 1):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                runs.append(probes.record(model, lambda: ctx.run(model)))
+        (out_a, rec_a), (out_b, rec_b) = runs
+        a, b = probes.main_output(out_a), probes.main_output(out_b)
+        diff = probes.differs(a, b) if a is not None and b is not None else 0.0
+        if diff:
+            module = probes.first_difference(rec_a, rec_b) or ""
+            yield ctx.report(
+                self, module or None, diff=fmt(diff), module=module or type(ctx.model).__name__
+            )

@@ -1,0 +1,143 @@
+"""The dynamic phase's contract: user objects and RNG untouched, deterministic text, skips, crashes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch.nn.functional as F  # noqa: E402
+from dynamic_models import MLP, LeNet, features, images  # noqa: E402
+
+import nnlint  # noqa: E402
+import nnlint.dynamic  # noqa: E402
+from nnlint.testing import assert_clean  # noqa: E402
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, [
+        m.training for m in model.modules()
+    ]
+
+
+def test_user_model_parameters_modes_and_rng_are_untouched():
+    torch.manual_seed(0)
+    model = LeNet()
+    model.eval()
+    model.fc1.weight.grad = torch.ones_like(model.fc1.weight)
+    state, modes = snapshot(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    torch_rng, py_rng = torch.get_rng_state(), random.getstate()
+    nnlint.check(
+        model, batch=images(), loss_fn=F.cross_entropy, optimizer=optimizer, select=["NN3"]
+    )
+    after, after_modes = snapshot(model)
+    assert all(torch.equal(state[k], after[k]) for k in state)
+    assert modes == after_modes
+    assert torch.equal(model.fc1.weight.grad, torch.ones_like(model.fc1.weight))
+    assert torch.equal(torch.get_rng_state(), torch_rng)
+    assert random.getstate() == py_rng
+    assert optimizer.state == {}
+
+
+def test_same_model_gives_the_same_text_twice():
+    torch.manual_seed(0)
+    model = MLP()
+    torch.nn.init.normal_(model.head.weight, std=5.0)
+    first = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
+    second = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
+    assert first and [f.message for f in first] == [f.message for f in second]
+
+
+def test_finding_points_at_the_construction_line():
+    torch.manual_seed(0)
+    model = MLP()
+    torch.nn.init.normal_(model.head.weight, std=5.0)
+    found = [
+        f for f in nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN301"])
+    ]
+    assert len(found) == 1
+    assert found[0].path.endswith("dynamic_models.py")
+    import inspect
+
+    import dynamic_models
+
+    source = inspect.getsource(dynamic_models).splitlines()
+    assert "self.head = nn.Linear" in source[found[0].line - 1]
+
+
+def test_not_applicable_skips_show_only_when_verbose():
+    torch.manual_seed(0)
+    quiet = nnlint.check(MLP(), batch=features(), loss_fn=F.cross_entropy, select=["NN304"])
+    loud = nnlint.check(
+        MLP(), batch=features(), loss_fn=F.cross_entropy, select=["NN304", "NN007"], verbose=True
+    )
+    assert quiet == []
+    assert [f.code for f in loud] == ["NN007"] and "causal-leak" in loud[0].message
+
+
+def test_a_check_past_its_budget_is_an_nn007(monkeypatch):
+    monkeypatch.setattr(nnlint.dynamic, "CHECK_BUDGET", 0.0)
+    found = nnlint.check(
+        MLP(), batch=features(), loss_fn=F.cross_entropy, select=["NN309", "NN007"]
+    )
+    assert [f.code for f in found] == ["NN007"] and "budget" in found[0].message
+
+
+class Fragile(MLP):
+    def forward(self, x):
+        if x.shape[0] > 16:
+            raise RuntimeError("only batches of 16")
+        return super().forward(x)
+
+
+def test_a_check_that_errors_is_nn001_and_the_others_still_run():
+    torch.manual_seed(0)
+    model = Fragile()
+    torch.nn.init.normal_(model.head.weight, std=5.0)
+    found = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3", "NN001"])
+    by_code = {f.code: f for f in found}
+    assert "NN001" in by_code and "loss-reduction" in by_code["NN001"].message
+    assert "NN301" in by_code
+
+
+def test_assert_clean_passes_and_fails_with_the_findings_as_text():
+    torch.manual_seed(0)
+    assert_clean(MLP(), batch=features(), loss_fn=F.cross_entropy)
+    model = MLP()
+    torch.nn.init.normal_(model.head.weight, std=5.0)
+    with pytest.raises(AssertionError, match="NN301 loss at init"):
+        assert_clean(model, batch=features(), loss_fn=F.cross_entropy)
+
+
+def test_check_takes_a_factory_and_records_timings():
+    from nnlint.config import Settings
+    from nnlint.inputs import as_batch
+    from nnlint.registry import load_registry
+    from nnlint.replay import run_dynamic
+
+    model = MLP()
+    rules = [r() for r in load_registry().rules if r.code.startswith("NN3")]
+    timings: dict = {}
+    run_dynamic(
+        model,
+        as_batch(features(), model, "test"),
+        F.cross_entropy,
+        None,
+        rules,
+        Settings(),
+        None,
+        timings,
+    )
+    assert {"dynamic", "dynamic.init-loss", "dynamic.cannot-overfit"} <= set(timings)
+    assert nnlint.check(MLP, batch=features(), select=["NN3"]) is not None
+
+
+def test_import_nnlint_stays_torch_free():
+    import subprocess
+    import sys
+
+    code = "import sys, nnlint; assert callable(nnlint.check); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

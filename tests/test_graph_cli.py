@@ -1,0 +1,120 @@
+"""`nnlint train.py --model mymod:Net` end to end, and bad --model specs (exit 2, one line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+MODEL = """
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3){noqa}
+        self.bn = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).relu().mean((2, 3)))
+
+
+def factory(width=8):
+    return Net(width)
+
+
+class Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        raise ValueError("width must be even")
+
+
+NOT_A_MODEL = 42
+"""
+
+TRAIN = """
+import torch
+from torch import nn
+
+from mymod import Net
+
+model = Net()
+criterion = nn.CrossEntropyLoss()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    optimizer.zero_grad()
+    criterion(model(x), y).backward()
+    optimizer.step()
+"""
+
+
+def _nnlint(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "nnlint", "--isolated", "--no-dynamic", *args],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "mymod.py").write_text(textwrap.dedent(MODEL).format(noqa=""))
+    (tmp_path / "train.py").write_text(textwrap.dedent(TRAIN))
+    return tmp_path
+
+
+def test_findings_point_at_the_conv_construction_line(project: Path):
+    result = _nnlint(project, "train.py", "--model", "mymod:Net", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    findings = json.loads(result.stdout)["findings"]
+    assert [(f["code"], f["path"], f["line"], f["column"]) for f in findings] == [
+        ("NN101", "mymod.py", 8, 9)
+    ]
+    assert findings[0]["phase"] == "graph" and "mymod.py:13" in findings[0]["note"]
+
+
+def test_noqa_on_the_construction_line_silences_it(project: Path):
+    (project / "mymod.py").write_text(textwrap.dedent(MODEL).format(noqa="  # noqa: NN101"))
+    result = _nnlint(
+        project, "train.py", "--model", "mymod:factory", "--model-kwargs", '{"width": 4}'
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NN101" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model", "nosuchmod:Net"], "cannot import 'nosuchmod'"),
+        (["--model", "mymod:Nope"], "has no attribute 'Nope'"),
+        (["--model", "mymod:NOT_A_MODEL"], "not an nn.Module class, factory or instance"),
+        (["--model", "mymod:Exploding"], "width must be even"),
+        (["--model", "mymod:Net", "--model-kwargs", '{"depth": 3}'], "cannot be built with"),
+    ],
+    ids=[
+        "module-missing",
+        "attribute-missing",
+        "not-a-model",
+        "constructor-raises",
+        "wrong-kwargs",
+    ],
+)
+def test_bad_model_specs_exit_2_with_one_line(project: Path, args, expected):
+    result = _nnlint(project, "train.py", *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
