@@ -231,6 +231,9 @@ def record(model: Any, batch: Batch) -> Graph:
     finally:
         pre.remove()
         post.remove()
+    if not _tensors(result):
+        kind = type(result).__name__
+        raise CaptureError(f"the forward returned a {kind} that holds no tensor")
     graph = Graph(
         recorder.nodes,
         recorder.outputs(result),
@@ -319,6 +322,8 @@ def trace(model: Any) -> Graph:
             read.add(fx_node.target)
         if fx_node.op == "output":
             outputs = [index[n] for n in fx_node.all_input_nodes if n in index]
+            if not fx_node.all_input_nodes:
+                raise CaptureError("torch.fx: the forward returns no tensor")
         if fx_node.op not in ("call_module", "call_function", "call_method"):
             continue
         location, in_user = _stack_location(fx_node.stack_trace)
@@ -352,13 +357,19 @@ def trace(model: Any) -> Graph:
 
 
 def capture(model: Any, batch: Batch | None) -> Graph:
-    """The recorded forward when there is a batch, else (or when it fails) an fx trace."""
+    """The recorded forward when there is a batch, else (or when it fails) an fx trace.
+
+    When the forward on the batch fails but the trace works, the graph's
+    `fallback` says why, so that the user learns the shape-aware rules were skipped.
+    """
     if batch is not None:
         try:
             return record(model, batch)
         except CaptureError as runtime:
             try:
-                return trace(model)
+                graph = trace(model)
             except CaptureError:
                 raise runtime from None
+            graph.fallback = f"{runtime}; used a torch.fx trace without shapes instead"
+            return graph
     return trace(model)

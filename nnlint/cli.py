@@ -209,6 +209,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if not isinstance(kwargs, dict):
             raise UsageError("--model-kwargs must be a JSON object such as '{\"dim\": 64}'")
         settings.model_kwargs = kwargs
+    if settings.model and not args.static_only and settings.device != "cpu":
+        from nnlint.model import check_device
+
+        check_device(settings.device)
     if args.input_shape is not None:
         settings.input_shape = parse_shape(args.input_shape)
     if args.jobs is not None and args.jobs < 1:
@@ -254,6 +258,11 @@ def _run(argv: Sequence[str]) -> int:
         _write(_explain(argv[1]), None)
         return EXIT_CLEAN
     args = build_parser().parse_args(argv)
+    if args.paths and args.paths[0] == "rule" and not Path("rule").exists():
+        if len(args.paths) != 2:
+            raise UsageError("usage: nnlint rule CODE|NAME")
+        _write(_explain(args.paths[1]), None)
+        return EXIT_CLEAN
     if args.explain:
         _write(_explain(args.explain), None)
         return EXIT_CLEAN

@@ -109,9 +109,10 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     timings["script"] = time.perf_counter() - start
 
     if settings.model and not settings.static_only:
-        from nnlint.model import run_model_phases
+        from nnlint.model import run_model_phases, user_output
 
-        findings.extend(run_model_phases(settings, rules, timings))
+        with user_output(settings.verbose):
+            findings.extend(run_model_phases(settings, rules, timings))
 
     suppressor = Suppressor(settings.root)
     findings = suppressor.apply(findings)

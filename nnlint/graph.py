@@ -152,6 +152,7 @@ class Graph:
     params_read: set[str]
     backend: str
     has_shapes: bool
+    fallback: str | None = None  # why the runtime capture failed, when fx stood in
 
     def link(self) -> Graph:
         for node in self.nodes:
@@ -248,6 +249,10 @@ def run_graph_phase(
         where = fallback or Site(str(root / "<model>"), 1)
         yield CaptureFailed.make(display_path(Path(where.path), root), where.line, reason=str(exc))
         return
+    if graph.fallback:
+        where = fallback or Site(str(root / "<model>"), 1)
+        path = display_path(Path(where.path), root)
+        yield CaptureFailed.make(path, where.line, reason=graph.fallback)
     ctx = GraphContext(model, graph, loss, root, fallback)
     for rule in graph_rules:
         where = fallback.path if fallback else str(root)

@@ -89,6 +89,8 @@ def _unwrap(value: Any, depth: int = 0) -> Any:
 
     if depth > 3:
         raise ValueError("--data keeps returning callables")
+    if isinstance(value, str | bytes):
+        raise ValueError(f"it gave a {type(value).__name__}, not a batch, DataLoader or Dataset")
     if isinstance(value, torch.Tensor | dict | tuple | list):
         return value
     if isinstance(value, torch.utils.data.DataLoader) or inspect.isgenerator(value):
@@ -113,9 +115,28 @@ def from_data(spec: str, model: Any, settings: Any) -> Batch:
         raise UsageError(str(exc).replace("--model", "--data", 1)) from None
     try:
         raw = _unwrap(target)
+    except ValueError as exc:
+        raise ValueError(f"--data {spec!r}: {exc}") from None
     except Exception as exc:
         raise ValueError(f"--data {spec!r} raised {type(exc).__name__}: {exc}") from None
+    if not _has_tensor(raw):
+        kind = type(raw).__name__
+        raise ValueError(f"--data {spec!r} gave a {kind} that holds no tensor")
     return as_batch(raw, model, f"--data {spec}")
+
+
+def _has_tensor(value: Any, depth: int = 0) -> bool:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return True
+    if depth > 4:
+        return False
+    if isinstance(value, dict):
+        return any(_has_tensor(v, depth + 1) for v in value.values())
+    if isinstance(value, tuple | list):
+        return any(_has_tensor(v, depth + 1) for v in value)
+    return False
 
 
 def from_model(model: Any) -> Batch | None:

@@ -27,27 +27,8 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from nnlint import probes
+from nnlint.sandbox import guarded
 from nnlint.training import KNOWN_LOSSES, LossSpec, OptimizerSpec, Setup
-
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_REFUSED = {
-    "os.remove",
-    "os.rename",
-    "os.rmdir",
-    "os.mkdir",
-    "shutil.rmtree",
-    "os.truncate",
-    "os.chmod",
-    "os.chown",
-    "os.link",
-    "os.symlink",
-    "os.utime",
-    "os.system",
-    "subprocess.Popen",
-    "os.exec",
-    "os.posix_spawn",
-    "os.spawn",
-}
 
 
 class StepReached(BaseException):
@@ -68,6 +49,7 @@ class State:
         self.optimizer: Any = None
         self.depth = 0
         self.undo: list[Any] = []
+        self.guard: Any = None
 
 
 def run_child(fd: int, script: Path, settings: Any, rules: list, fallback: Any, send: Any) -> None:
@@ -111,7 +93,8 @@ def _run_script(script: Path, settings: Any, state: State, sandbox: str) -> tupl
     _patch_model(settings.model, state)
     _patch_losses(state)
     _patch_backward(state)
-    _guard_writes(sandbox)
+    state.guard = guarded(sandbox)  # kept referenced: for the rest of the child's life
+    state.guard.__enter__()
     hook = register_optimizer_step_pre_hook(_stop_at_step(state))
 
     def expire(_signum: int, _frame: Any) -> None:
@@ -143,44 +126,6 @@ def _line(script: Path) -> int:
     frames = traceback.extract_tb(sys.exc_info()[2])
     lines = [f.lineno for f in frames if Path(f.filename).resolve() == script and f.lineno]
     return lines[-1] if lines else 1
-
-
-def _guard_writes(sandbox: str) -> None:
-    allowed = (os.path.realpath(sandbox) + os.sep, "/dev/")
-
-    def outside(path: Any) -> bool:
-        if isinstance(path, int):
-            return False
-        path = os.fsdecode(path)
-        return not os.path.realpath(path).startswith(allowed)
-
-    def audit(event: str, args: tuple) -> None:
-        if event == "open":
-            path, mode, flags = args
-            writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & _WRITE_FLAGS
-            )
-            if writes and outside(path):
-                raise PermissionError(f"nnlint refused a write to {os.fsdecode(path)}")
-        elif event in _REFUSED:
-            if event.startswith(
-                ("os.system", "subprocess", "os.exec", "os.posix_spawn", "os.spawn")
-            ):
-                raise PermissionError(f"nnlint refused to start a process ({event})")
-            if any(outside(a) for a in args[:2] if isinstance(a, str | bytes | os.PathLike)):
-                raise PermissionError(f"nnlint refused {event} on {os.fsdecode(args[0])}")
-
-    sys.addaudithook(audit)
-    original = torch.save
-
-    @functools.wraps(original)
-    def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(f, str | bytes | os.PathLike) and outside(f):
-            raise PermissionError(f"nnlint refused torch.save to {os.fsdecode(f)}")
-        return original(obj, f, *args, **kwargs)
-
-    torch.save = save
-    torch.serialization.save = save
 
 
 def _patch_model(spec: str, state: State) -> None:

@@ -39,21 +39,39 @@ def loss_kind(loss_fn: Any) -> str | None:
 
 
 class _LossCalls(cst.CSTVisitor):
+    """Torch losses built or called, each with the function it is in, and the
+    functions that call `.backward()`."""
+
     METADATA_DEPENDENCIES = (QualifiedNameProvider, PositionProvider)
 
     def __init__(self) -> None:
-        self.found: list[tuple[int, str]] = []
+        self.found: list[tuple[int, str, int]] = []  # (line, kind, function id)
+        self.backward: set[int] = set()
+        self.functions: list[int] = [0]
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.functions.append(id(node))
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self.functions.pop()
 
     def visit_Call(self, node: cst.Call) -> None:
-        for qualified in self.get_metadata(QualifiedNameProvider, node.func, set()):
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "backward":
+            self.backward.add(self.functions[-1])
+        for qualified in self.get_metadata(QualifiedNameProvider, func, set()):
             parts = qualified.name.split(".")
             if parts[0] == "torch" and parts[-1] in _BY_NAME:
                 line = self.get_metadata(PositionProvider, node).start.line
-                self.found.append((line, _BY_NAME[parts[-1]]))
+                self.found.append((line, _BY_NAME[parts[-1]], self.functions[-1]))
 
 
 def loss_kind_in_script(path: str | Path | None) -> str | None:
-    """The first torch loss a training script builds or calls, or None."""
+    """The torch loss a training script trains with, or None.
+
+    The first loss in a function that calls `.backward()` wins (the training
+    loop, not a metric in `evaluate()`); otherwise the first loss in the file.
+    """
     if not path:
         return None
     try:
@@ -62,4 +80,7 @@ def loss_kind_in_script(path: str | Path | None) -> str | None:
         return None
     visitor = _LossCalls()
     MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)
-    return min(visitor.found)[1] if visitor.found else None
+    if not visitor.found:
+        return None
+    ranked = sorted(visitor.found, key=lambda f: (f[2] not in visitor.backward, f[0]))
+    return ranked[0][1]

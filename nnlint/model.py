@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
+import io
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nnlint.errors import UsageError
 from nnlint.files import display_path
+from nnlint.sandbox import guarded
 
 MISSING_TORCH = "--model needs PyTorch, which is not installed; pip install 'nnlint[torch]'"
 
@@ -45,7 +50,30 @@ def _split_spec(spec: str) -> tuple[str, str]:
     return module, attr
 
 
-def _import_file(path: Path) -> Any:
+class _FirstStep(BaseException):
+    """Stops a training script imported for its model class at its first optimizer step."""
+
+
+@contextlib.contextmanager
+def _stop_at_first_step() -> Iterator[None]:
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    def stop(*_args: Any) -> None:
+        raise _FirstStep()
+
+    handle = register_optimizer_step_pre_hook(stop)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _import_file(path: Path, wanted: str | None = None) -> Any:
+    """Import a file as a module. When it defined `wanted` before nnlint stopped it
+    (a training script reaching its first optimizer step, or a write refused), the
+    partly run module is kept: the class was all that was needed."""
+    from nnlint.sandbox import Refused
+
     if not path.is_file():
         raise UsageError(f"--model: {path}: no such file")
     folder = str(path.resolve().parent)
@@ -58,7 +86,12 @@ def _import_file(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        with _stop_at_first_step():
+            spec.loader.exec_module(module)
+    except (_FirstStep, Refused):
+        if wanted is None or not hasattr(module, wanted):
+            sys.modules.pop(name, None)
+            raise
     except BaseException:
         sys.modules.pop(name, None)
         raise
@@ -73,7 +106,7 @@ def import_target(spec: str, search_dirs: list[Path]) -> Any:
             sys.path.insert(0, str(folder))
     try:
         if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
-            module = _import_file(Path(module_part))
+            module = _import_file(Path(module_part), attr.split(".")[0])
         else:
             module = importlib.import_module(module_part)
     except UsageError:
@@ -83,6 +116,10 @@ def import_target(spec: str, search_dirs: list[Path]) -> Any:
     except SystemExit as exc:
         raise UsageError(
             f"--model {spec!r}: importing {module_part!r} called sys.exit({exc.code})"
+        ) from None
+    except _FirstStep:
+        raise UsageError(
+            f"--model {spec!r}: importing {module_part!r} started training before defining it"
         ) from None
     except BaseException as exc:
         raise UsageError(
@@ -145,6 +182,35 @@ def load_model(spec: str, kwargs: dict[str, Any], search_dirs: list[Path]) -> Lo
     return LoadedModel(model, spec, target, source_file, line)
 
 
+@contextlib.contextmanager
+def user_output(verbose: bool) -> Iterator[None]:
+    """Keep what the user's code prints out of nnlint's report on stdout.
+
+    What the model's code prints while it is imported and run goes to stderr
+    under `--verbose` and is dropped otherwise, so a JSON or SARIF report on
+    stdout stays one whole document.
+    """
+    with contextlib.redirect_stdout(sys.stderr if verbose else io.StringIO()):
+        yield
+
+
+def check_device(device: str) -> None:
+    """A UsageError unless `device` names a device torch can use here."""
+    torch = require_torch()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"--device {device!r}: {str(exc).splitlines()[0]}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available on this machine")
+    if parsed.type == "cuda" and parsed.index is not None:
+        if parsed.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise UsageError(f"--device {device}: this machine has {count} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available on this machine")
+
+
 def search_dirs(settings: Any) -> list[Path]:
     """The working directory and the training script's directory, as `python -m` would."""
     dirs = [settings.root]
@@ -169,7 +235,24 @@ def run_model_phases(
     `nnlint.api.check` passes the user's own `model`, `batch`, `loss_fn` and
     `optimizer`; the CLI passes none and the model comes from `--model`.
     `captured` is a batch taken from the training script, used when there is no `--data`.
+    The user's code runs with writes outside a temporary directory refused.
     """
+    with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox):
+        return _run_model_phases(
+            settings, rules, timings, model, batch, loss_fn, optimizer, captured
+        )
+
+
+def _run_model_phases(
+    settings: Any,
+    rules: list,
+    timings: dict[str, float],
+    model: Any,
+    batch: Any,
+    loss_fn: Any,
+    optimizer: Any,
+    captured: Any,
+) -> list:
     from nnlint.diagnostics import NoInputs
     from nnlint.finding import Phase
     from nnlint.graph import run_graph_phase
@@ -184,6 +267,8 @@ def run_model_phases(
         with recording():
             loaded = load_model(settings.model, settings.model_kwargs, search_dirs(settings))
         model = loaded.model
+        if getattr(settings, "device", "cpu") != "cpu":
+            model.to(settings.device)
         fallback = Site(loaded.source_file, loaded.source_line) if loaded.source_file else None
     else:
         source_file, line = _definition_site(model, model)

@@ -58,7 +58,10 @@ def learn_from_script(
         os.close(read_fd)
         code = 0
         try:
+            from nnlint import sandbox
             from nnlint.intercept import run_child
+
+            sandbox.forget()
 
             run_child(write_fd, script_path, settings, rules, fallback, _send)
         except BaseException:
