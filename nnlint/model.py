@@ -156,7 +156,10 @@ def build_model(spec: str, target: Any, kwargs: dict[str, Any]) -> Any:
     except ValueError:
         pass  # no signature (builtins): let the call decide
     try:
-        model = target(**kwargs)
+        # Seeded, so that two runs check the same weights; the global RNG is restored.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = target(**kwargs)
     except BaseException as exc:
         raise UsageError(
             f"--model {spec!r}: building it raised {type(exc).__name__}: {exc}"

@@ -94,6 +94,10 @@ loss_fn = torch.nn.functional.cross_entropy
         uniform = math.log(classes)
         tol = self.settings["tolerance"]
         measured = base.loss
+        if loss.synthesized and labels is None and loss.name not in _BINARY:
+            # Made-up labels: judge the loss averaged over every possible label,
+            # which does not depend on which labels were drawn (and is >= ln C).
+            measured = float(-probs.clamp_min(1e-12).log().mean())
         if measured > uniform * (1 + tol):
             hint = "the initial logits are too large: scale down the last layer's init"
             expected = f"{fmt(uniform)} = ln({classes}) for near-uniform predictions over {classes} classes"

@@ -59,9 +59,23 @@ def lint(tmp_path, script, *flags, spec="model.py:Net"):
     (tmp_path / "keep.txt").write_text("user data\n")
     before = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
     proc = subprocess.run(
-        [sys.executable, "-m", "nnlint", "train.py", "--model", spec, "--format", "json",
-         "--extend-select", "NN006", *flags],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "nnlint",
+            "train.py",
+            "--model",
+            spec,
+            "--format",
+            "json",
+            "--extend-select",
+            "NN006",
+            *flags,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     after = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
     assert before == after, "nnlint changed the user's files"
@@ -92,17 +106,22 @@ def test_the_scripts_constructor_arguments_are_used(tmp_path):
 
 
 def test_model_defined_in_the_script_and_its_summed_loss(tmp_path):
-    script = HEADER + MODEL.replace("class Net", "class Small").replace("return Net(", "return Small(")
-    script += "\nmodel = Small()\n" + LOOP.replace("F.cross_entropy(model(x), y)",
-                                                    'F.cross_entropy(model(x), y, reduction="sum")')
+    script = HEADER + MODEL.replace("class Net", "class Small").replace(
+        "return Net(", "return Small("
+    )
+    script += "\nmodel = Small()\n" + LOOP.replace(
+        "F.cross_entropy(model(x), y)", 'F.cross_entropy(model(x), y, reduction="sum")'
+    )
     rc, report = lint(tmp_path, script, spec="train.py:Small")
     found = of(report, "NN312")
     assert found and found[0]["path"] == "train.py", report["findings"]
-    assert "reduction=\"sum\"" in script.splitlines()[found[0]["line"] - 1]
+    assert 'reduction="sum"' in script.splitlines()[found[0]["line"] - 1]
 
 
 def test_factory_spec(tmp_path):
-    rc, report = lint(tmp_path, HEADER + "model = make_model()\n" + LOOP, spec="model.py:make_model")
+    rc, report = lint(
+        tmp_path, HEADER + "model = make_model()\n" + LOOP, spec="model.py:make_model"
+    )
     assert report["findings"] == [] and rc == 0
 
 
@@ -118,7 +137,16 @@ def test_factory_spec(tmp_path):
         ("model = Net()\nos.system('touch made.txt')\n" + LOOP, "refused to start a process"),
         ("model = Net()\nwhile True:\n    time.sleep(0.1)\n", "within 2 s"),
     ],
-    ids=["needs-data", "exits", "writes", "torch-save", "removes", "renames", "subprocess", "hangs"],
+    ids=[
+        "needs-data",
+        "exits",
+        "writes",
+        "torch-save",
+        "removes",
+        "renames",
+        "subprocess",
+        "hangs",
+    ],
 )
 def test_unusable_script_is_one_nn006_and_falls_back(tmp_path, body, reason):
     rc, report = lint(tmp_path, HEADER + body, "--capture-timeout", "2")
@@ -136,7 +164,8 @@ def test_no_capture_does_not_run_the_script(tmp_path):
 
 def test_hf_style_model_loss_is_learned(tmp_path):
     pytest.importorskip("transformers")
-    (tmp_path / "hf.py").write_text(textwrap.dedent("""
+    (tmp_path / "hf.py").write_text(
+        textwrap.dedent("""
         import torch
         import transformers
 
@@ -144,7 +173,8 @@ def test_hf_style_model_loss_is_learned(tmp_path):
         def tiny_gpt2():
             config = transformers.GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=2)
             return transformers.GPT2LMHeadModel(config)
-    """))
+    """)
+    )
     script = """
         import torch
         from hf import tiny_gpt2
