@@ -9,12 +9,13 @@ Models: a LeNet at batch 32 (1x28x28), a ResNet-18-sized CNN written by hand
 at batch 8 (3x64x64), and a tiny HF GPT-2 at batch 8 x 32 tokens (skipped
 without `transformers`).
 
-Usage: python benchmarks/graph_capture.py [--runs N] [--threads N] [--cpu-time]
+Usage: python benchmarks/graph_capture.py [--runs N] [--threads N] [--cpu-time] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -132,6 +133,7 @@ def main() -> None:
         action="store_true",
         help="time with this thread's CPU clock (steadier on a busy machine; use with --threads 1)",
     )
+    parser.add_argument("--json", action="store_true", help="print rows for benchmarks/run.py")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,11 +146,11 @@ def main() -> None:
     if gpt2 is not None:
         cases.append(("tiny GPT-2, 8x32 tokens", *gpt2))
     clock = "thread CPU time" if args.cpu_time else "wall time"
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, "
-        f"median of {args.runs}"
-    )
-    print(f"{'model':32} {'eager forward':>14} {'capture':>10} {'ratio':>7} {'ops':>5}")
+    header = f"torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, median of {args.runs}"
+    if not args.json:
+        print(header)
+        print(f"{'model':32} {'eager forward':>14} {'capture':>10} {'ratio':>7} {'ops':>5}")
+    rows = []
     for name, model, batch in cases:
         forward, capture = interleaved_medians(
             lambda m=model, b=batch: eager(m, b),
@@ -157,9 +159,26 @@ def main() -> None:
             time.thread_time if args.cpu_time else time.perf_counter,
         )
         ops = len(record(model, batch).nodes)
-        print(
-            f"{name:32} {forward * 1e3:11.2f} ms {capture * 1e3:7.2f} ms {capture / forward:6.2f}x {ops:5}"
+        rows.append(
+            {
+                "benchmark": "graph_capture",
+                "case": name,
+                "nnlint": capture * 1e3,
+                "alternative": "one eager forward",
+                "alt": forward * 1e3,
+                "ratio": forward / capture,
+                "unit": "ms",
+                "target": "capture <= 1.5x forward (ratio >= 0.67)",
+                "note": f"{ops} ops recorded; {header}",
+            }
         )
+        if not args.json:
+            print(
+                f"{name:32} {forward * 1e3:11.2f} ms {capture * 1e3:7.2f} ms "
+                f"{capture / forward:6.2f}x {ops:5}"
+            )
+    if args.json:
+        print(json.dumps(rows))
 
 
 if __name__ == "__main__":

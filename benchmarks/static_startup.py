@@ -6,12 +6,13 @@ Times, as separate processes and median of several runs:
   * `nnlint train.py --model model.py:Net`   (the full pipeline, torch imported)
 and prints each figure with its ratio to the static path.
 
-Usage: python benchmarks/static_startup.py [--runs N]
+Usage: python benchmarks/static_startup.py [--runs N] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -72,11 +73,34 @@ def measure(runs: int = 5) -> list[tuple[str, float]]:
         ]
 
 
+def json_rows(rows: list[tuple[str, float]]) -> list[dict]:
+    """The rows of benchmarks/run.py's table: ratio > 1 means nnlint is better."""
+    figures = dict(rows)
+    static, full = figures["nnlint --static-only"], figures["nnlint --model (full)"]
+    return [
+        {
+            "benchmark": "static_startup",
+            "case": "script-only path vs full pipeline",
+            "nnlint": static,
+            "alternative": "nnlint --model (torch imported)",
+            "alt": full,
+            "ratio": full / static,
+            "unit": "s",
+            "target": "no torch import",
+            "note": f"python -c pass takes {figures['python -c pass']:.3f} s",
+        }
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print rows for benchmarks/run.py")
     args = parser.parse_args()
     rows = measure(args.runs)
+    if args.json:
+        print(json.dumps(json_rows(rows)))
+        return
     static = dict(rows)["nnlint --static-only"]
     print(f"{'command':<26}{'seconds':>10}{'vs static':>12}")
     for name, seconds in rows:

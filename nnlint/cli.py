@@ -209,10 +209,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if not isinstance(kwargs, dict):
             raise UsageError("--model-kwargs must be a JSON object such as '{\"dim\": 64}'")
         settings.model_kwargs = kwargs
-    if settings.model and not args.static_only and settings.device != "cpu":
-        from nnlint.model import check_device
-
-        check_device(settings.device)
     if args.input_shape is not None:
         settings.input_shape = parse_shape(args.input_shape)
     if args.jobs is not None and args.jobs < 1:
@@ -226,6 +222,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         scripts = [p for p in settings.paths if p.endswith(".py") and Path(p).is_file()]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
+    if settings.model and not args.static_only:
+        from nnlint.model import check_overrides
+
+        check_overrides(settings)
     return settings
 
 

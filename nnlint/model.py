@@ -214,6 +214,39 @@ def check_device(device: str) -> None:
         raise UsageError(f"--device {device}: MPS is not available on this machine")
 
 
+def check_overrides(settings: Any) -> None:
+    """UsageErrors for model-phase flags that cannot work, before anything runs."""
+    require_torch()
+    if settings.capture_timeout is not None and float(settings.capture_timeout) <= 0:
+        raise UsageError(f"--capture-timeout {settings.capture_timeout:g}: must be positive")
+    if settings.device != "cpu":
+        check_device(settings.device)
+    from nnlint.inputs import _dtype
+    from nnlint.training import KNOWN_LOSSES, optimizer_from_spec
+
+    _dtype(settings.input_dtype)
+    if settings.optimizer:
+        try:
+            optimizer_from_spec(settings.optimizer)
+        except ValueError as exc:
+            raise UsageError(f"--optimizer {settings.optimizer!r}: {exc}") from None
+    if settings.loss:
+        module, sep, attr = settings.loss.rpartition(":")
+        if not sep and settings.loss not in KNOWN_LOSSES:
+            known = ", ".join(KNOWN_LOSSES)
+            raise UsageError(f"--loss {settings.loss!r}: unknown loss (known: {known})")
+        if sep:
+            for folder in reversed(search_dirs(settings)):
+                if str(folder) not in sys.path:
+                    sys.path.insert(0, str(folder))
+            try:
+                found = importlib.util.find_spec(module) if module and attr else None
+            except (ImportError, ValueError):
+                found = None
+            if found is None:
+                raise UsageError(f"--loss {settings.loss!r}: cannot find module {module!r}")
+
+
 def search_dirs(settings: Any) -> list[Path]:
     """The working directory and the training script's directory, as `python -m` would."""
     dirs = [settings.root]

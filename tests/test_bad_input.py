@@ -278,6 +278,13 @@ CASES = [
     Case("data-spec-without-colon", (*NO_DYNAMIC, "--data", "model.py"), "usage", "--data"),
     Case("device-cuda-without-gpu", (*NO_DYNAMIC, "--device", "cuda"), "usage", "cuda", xfail=GPU),
     Case("unknown-rule-explain", ("rule", "NN999"), "usage", "NN999"),
+    Case("unknown-optimizer", (*NO_DYNAMIC, "--optimizer", "Adamm"), "usage", "Adamm"),
+    Case(
+        "unknown-loss-module", (*NO_DYNAMIC, "--loss", "no_such_loss:fn"), "usage", "no_such_loss"
+    ),
+    Case("unknown-loss-name", (*NO_DYNAMIC, "--loss", "hinge"), "usage", "hinge"),
+    Case("bad-input-dtype", (*NO_DYNAMIC, "--input-dtype", "floaty"), "usage", "floaty"),
+    Case("negative-capture-timeout", (*FULL, "--capture-timeout", "-1"), "usage", "-1"),
     # -- a phase cannot use valid input: an NN0xx finding, then fall back ----------
     Case(
         "script-syntax-error",

@@ -1,0 +1,538 @@
+"""nnlint's dynamic phase against neural_net_checklist's full suites, on the same models.
+
+For each model, in one run: the wall time of neural_net_checklist's `assert_all_*`
+suite (classification or causal-LM variant) and the wall time of
+`nnlint.check(model, batch=..., loss_fn=..., optimizer=..., select=["NN3"])` (the
+dynamic rules only, in this process), their ratio (checklist / nnlint, so above 1
+means nnlint is faster) and what each concluded.
+
+Models, all written here:
+  * LeNet        1x28x28 images, 10 classes, batch 32, cross-entropy; healthy.
+  * TinyGPT      a causal transformer (token + position embedding, 2 pre-norm blocks
+                 with a causal mask, LM head), vocabulary 32, 32 sequences of 16
+                 tokens; healthy.
+  * LeNet+sigmoid  LeNet whose output goes through a sigmoid before cross-entropy:
+                 the logits live in [0, 1], so the loss can never go below
+                 log(1 + 9/e) = 1.46 and the model cannot overfit.
+
+Fairness: torch is imported and warmed up (one training step) before either side is
+timed; both sides run with the same torch thread count (`--threads`, default 1,
+which is also what nnlint's checks use), get a fresh model from the same seed, the
+same batch and the same loss. The checklist always trains with its own Adam(lr=3e-4)
+and cannot be given an optimizer through `assert_all_*`; nnlint is given that same
+optimizer. The checklist's progress bars and prints go to a buffer, not the terminal.
+
+The checklist stops at the first failed assertion; the table records where. Its
+overfit check trains up to 65,536 steps for a loss below 1e-4 (0.1 for LMs), and
+`assert_all_*` offers no way to shorten it. On the model that cannot overfit this
+script therefore runs the checklist's own `assert_overfit_to_batch` for only
+`--overfit-steps` steps (the suite's other checks run in full) and extrapolates that
+stage linearly to 65,536 steps; the output says so on that row. The sigmoid bounds
+the loss at 1.46, far above 1e-4, so the real run would use all 65,536 steps.
+
+Memory (skipped with `--no-memory` or `--quick`): the peak resident set size
+(VmHWM from /proc/self/status; not `ru_maxrss`, which Linux carries across exec from
+the parent that forked the process) of a fresh subprocess that imports torch, builds the model and batch
+and runs `nnlint.check(...)`, against a subprocess that imports torch, builds the
+same model and batch and takes one training step. Both include the interpreter and
+torch itself, which dominate for models this small. Target: nnlint at most 1.3x.
+
+Usage:
+  python benchmarks/dynamic_vs_checklist.py            # full run (a few minutes)
+  python benchmarks/dynamic_vs_checklist.py --quick    # about a minute
+  python benchmarks/dynamic_vs_checklist.py --json     # rows for benchmarks/run.py
+
+Needs `pip install --no-deps neural-net-checklist numpy tqdm pillow` (its metadata
+asks for torchvision, which its code never imports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BENCHMARK = "dynamic_vs_checklist"
+CHECKLIST_OVERFIT_STEPS = 2**16  # neural_net_checklist's default max_steps
+CHECKLIST_LR = 3e-4  # the Adam learning rate neural_net_checklist trains with
+CLASSES = 10
+VOCAB, SEQ, LM_BATCH = 32, 16, 32  # the LM suite takes min(128, vocab) sequences
+
+
+# -- models ---------------------------------------------------------------------
+
+
+class LeNet(nn.Module):
+    def __init__(self, squash: bool = False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, CLASSES)
+        self.squash = squash
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        logits = self.fc3(F.relu(self.fc2(x)))
+        return torch.sigmoid(logits) if self.squash else logits
+
+
+class SquashedLeNet(LeNet):
+    """LeNet with a sigmoid on its output, fed to cross-entropy: cannot overfit."""
+
+    def __init__(self):
+        super().__init__(squash=True)
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def attend(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        q, k, v = (z.reshape(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
+        future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        weights = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(b, t, d))
+
+    def forward(self, x):
+        x = x + self.attend(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyGPT(nn.Module):
+    """Token and position embeddings, two causal blocks, a final norm and an LM head."""
+
+    def __init__(self, vocab: int = VOCAB, dim: int = 32, heads: int = 2, layers: int = 2):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, dim)
+        self.position = nn.Embedding(64, dim)
+        self.blocks = nn.Sequential(*(Block(dim, heads) for _ in range(layers)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, tokens):
+        # `tokens` is (batch, time) ids; the checklist feeds (batch, time, vocab) one-hots
+        # through its patched embedding, so only the first two dimensions are used here.
+        t = tokens.shape[1]
+        x = self.embedding(tokens) + self.position(torch.arange(t, device=tokens.device))
+        return self.head(self.norm(self.blocks(x)))
+
+
+def lm_loss(logits, targets):
+    """Next-token cross-entropy over (batch, time, vocab) logits, averaged over tokens."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+# -- data -----------------------------------------------------------------------
+
+
+def image_batch(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST-like: a fixed pattern per class plus noise, balanced labels."""
+    g = torch.Generator().manual_seed(0)
+    templates = torch.randn(CLASSES, 1, 28, 28, generator=g)
+    labels = (torch.arange(n) % CLASSES)[torch.randperm(n, generator=g)]
+    images = templates[labels] + 0.5 * torch.randn(n, 1, 28, 28, generator=g)
+    return images, labels
+
+
+def token_batch(n: int = LM_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences that follow a fixed rule (t -> 5t + 3 mod vocab) from a random start."""
+    g = torch.Generator().manual_seed(0)
+    seq = torch.empty(n, SEQ + 1, dtype=torch.long)
+    seq[:, 0] = torch.randint(0, VOCAB, (n,), generator=g)
+    for i in range(SEQ):
+        seq[:, i + 1] = (5 * seq[:, i] + 3) % VOCAB
+    return seq[:, :-1].contiguous(), seq[:, 1:].contiguous()
+
+
+# -- cases ----------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    factory: Callable[[], nn.Module]
+    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    loss_fn: Any
+    suite: str  # "classification" or "causal_lm"
+    healthy: bool
+    target: float  # the ratio nnlint should reach
+
+    @property
+    def target_text(self) -> str:
+        return f">= {self.target:g}x"
+
+
+CASES = [
+    Case("LeNet", LeNet, image_batch, F.cross_entropy, "classification", True, 15),
+    Case("TinyGPT", TinyGPT, token_batch, lm_loss, "causal_lm", True, 15),
+    Case(
+        "LeNet+sigmoid", SquashedLeNet, image_batch, F.cross_entropy, "classification", False, 100
+    ),
+]
+
+
+def train_step(model: nn.Module, batch, loss_fn) -> None:
+    optimizer = torch.optim.Adam(model.parameters(), lr=CHECKLIST_LR)
+    optimizer.zero_grad()
+    loss_fn(model(batch[0]), batch[1]).backward()
+    optimizer.step()
+
+
+# -- neural_net_checklist side --------------------------------------------------
+
+
+@dataclass
+class ChecklistRun:
+    seconds: float  # measured, or measured + extrapolated overfit stage
+    measured: float  # wall time actually spent
+    outcome: str
+    stages: list[tuple[str, float]] = field(default_factory=list)
+    extrapolated: str | None = None
+
+
+def checklist_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("neural_net_checklist")
+    except PackageNotFoundError:
+        return None
+
+
+def run_checklist(case: Case, overfit_steps: int | None) -> ChecklistRun:
+    """The checklist's full suite; with `overfit_steps`, its overfit stage is cut short
+    there and extrapolated to the 65,536 steps the suite would spend."""
+    from neural_net_checklist import torch_diagnostics as td
+
+    stages: list[tuple[str, float]] = []
+    overfit: dict[str, Any] = {}
+    originals = {
+        name: getattr(td, name)
+        for name in dir(td)
+        if name.startswith("assert_") and not name.startswith("assert_all_")
+    }
+
+    def timed(name: str, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            if name == "assert_overfit_to_batch" and overfit_steps is not None:
+                kwargs["max_steps"] = overfit_steps
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            except AssertionError as error:
+                overfit["failed"] = (name, str(error).strip().splitlines()[0][:160])
+                raise
+            finally:
+                stages.append((name, time.perf_counter() - start))
+
+        return wrapper
+
+    batch = case.batch()
+    buffer = io.StringIO()
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    try:
+        for name, fn in originals.items():
+            setattr(td, name, timed(name, fn))
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            if case.suite == "classification":
+                td.assert_all_for_classification_cross_entropy_loss(
+                    case.factory, batch, num_classes=CLASSES
+                )
+            else:
+                td.assert_all_for_causal_llm_cross_entropy_loss(
+                    case.factory, batch, embedding_layer_name="embedding", vocab_size=VOCAB
+                )
+        reached = re.search(r"below threshold \(([^)]*)\) at step (\d+)", buffer.getvalue())
+        outcome = "all checks passed"
+        if reached:
+            outcome += f" (overfit: loss below {reached[1]} at step {reached[2]})"
+    except AssertionError:
+        stage, message = overfit["failed"]
+        outcome = f"aborted at {stage.removeprefix('assert_')}: {message}"
+    finally:
+        for name, fn in originals.items():
+            setattr(td, name, fn)
+    measured = time.perf_counter() - start
+    run = ChecklistRun(measured, measured, outcome, stages)
+    last = stages[-1][0] if stages else ""
+    if overfit_steps is not None and last == "assert_overfit_to_batch" and "failed" in overfit:
+        spent = stages[-1][1]
+        full = spent * CHECKLIST_OVERFIT_STEPS / overfit_steps
+        run.seconds = measured - spent + full
+        run.extrapolated = (
+            f"overfit stage run for {overfit_steps} of its {CHECKLIST_OVERFIT_STEPS} steps"
+            f" ({spent:.2f}s) and extrapolated linearly to {full:.1f}s"
+        )
+        run.outcome = (
+            f"aborted at overfit_to_batch after {CHECKLIST_OVERFIT_STEPS} steps (extrapolated;"
+            f" at step {overfit_steps}: {message_tail(overfit['failed'][1])})"
+        )
+    return run
+
+
+def message_tail(message: str) -> str:
+    return message.split("Final loss:")[-1].strip(" .") if "Final loss" in message else message
+
+
+# -- nnlint side ----------------------------------------------------------------
+
+
+def run_nnlint(case: Case) -> tuple[float, list]:
+    import nnlint
+
+    batch = case.batch()
+    torch.manual_seed(0)
+    model = case.factory()
+    optimizer = torch.optim.Adam(model.parameters(), lr=CHECKLIST_LR)
+    start = time.perf_counter()
+    findings = nnlint.check(
+        model, batch=batch, loss_fn=case.loss_fn, optimizer=optimizer, select=["NN3"]
+    )
+    return time.perf_counter() - start, findings
+
+
+def describe(findings: list) -> str:
+    if not findings:
+        return "no findings"
+    return ", ".join(sorted({f"{f.code} {f.name}" for f in findings}))
+
+
+# -- memory (one subprocess per measurement) -------------------------------------
+
+
+def rss_child(side: str, case_name: str, threads: int) -> None:
+    """Runs in a subprocess: one side on one case, then prints the peak RSS in KiB."""
+    torch.set_num_threads(threads)
+    case = next(c for c in CASES if c.name == case_name)
+    if side == "nnlint":
+        run_nnlint(case)
+    else:
+        torch.manual_seed(0)
+        train_step(case.factory(), case.batch(), case.loss_fn)
+    print(peak_rss_kib())
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size (VmHWM). Not `ru_maxrss`: Linux carries
+    that across exec from the forking parent, which holds far more than the child."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def peak_rss_mib(side: str, case: Case, threads: int) -> float:
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", side, case.name, "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[-1]) / 1024
+
+
+# -- driver ---------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    case: Case
+    checklist: ChecklistRun
+    nnlint: float
+    findings: list
+    memory: tuple[float, float] | None = None  # (nnlint MiB, baseline MiB)
+
+    @property
+    def ratio(self) -> float:
+        return self.checklist.seconds / self.nnlint
+
+    @property
+    def verdict(self) -> str:
+        """Whether nnlint's answer is the right one for this model."""
+        codes = {f.code for f in self.findings}
+        if self.case.healthy:
+            return "ok" if not codes else "FALSE FINDING"
+        return "ok" if "NN309" in codes else "MISSED"
+
+
+def measure(args) -> list[Row]:
+    rows = []
+    cases = [c for c in CASES if not args.case or c.name in args.case]
+    for case in cases:
+        torch.manual_seed(0)
+        train_step(case.factory(), case.batch(), case.loss_fn)  # warm-up, untimed
+        cap = None if case.healthy else args.overfit_steps
+        checklist = run_checklist(case, cap)
+        times, findings = [], []
+        for _ in range(args.repeat):
+            seconds, findings = run_nnlint(case)
+            times.append(seconds)
+        row = Row(case, checklist, statistics.median(times), findings)
+        if args.memory:
+            row.memory = (
+                peak_rss_mib("nnlint", case, args.threads),
+                peak_rss_mib("baseline", case, args.threads),
+            )
+        rows.append(row)
+        if not args.json:
+            print(f"  measured {case.name}", file=sys.stderr)
+    return rows
+
+
+def print_table(rows: list[Row], args, version: str) -> None:
+    print(
+        f"neural_net_checklist {version} full suite vs nnlint.check(select=['NN3']); "
+        f"torch {torch.__version__}, {args.threads} thread(s); nnlint: median of {args.repeat}"
+    )
+    print()
+    header = f"{'model':<14} {'checklist s':>12} {'nnlint s':>9} {'ratio':>8} {'target':>8}  met"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        star = "*" if r.checklist.extrapolated else " "
+        met = "yes" if r.ratio >= r.case.target else "NO"
+        print(
+            f"{r.case.name:<14} {r.checklist.seconds:>11.2f}{star} {r.nnlint:>9.2f}"
+            f" {r.ratio:>7.1f}x {r.case.target_text:>8}  {met}"
+        )
+    print()
+    for r in rows:
+        print(f"{r.case.name}:")
+        print(f"  checklist: {r.checklist.outcome}")
+        print(f"  nnlint:    {describe(r.findings)}  [{r.verdict}]")
+        for f in r.findings:
+            print(f"             {f.code}: {f.message}")
+        stages = ", ".join(f"{n.removeprefix('assert_')} {s:.2f}s" for n, s in r.checklist.stages)
+        print(f"  checklist stages (measured): {stages}")
+        if r.checklist.extrapolated:
+            print(
+                f"  * EXTRAPOLATED: {r.checklist.extrapolated}; {r.checklist.measured:.2f}s"
+                " actually measured"
+            )
+    if any(r.memory for r in rows):
+        print()
+        print("peak RSS (VmHWM of a fresh subprocess per side; interpreter and torch included):")
+        print(f"{'model':<14} {'nnlint MiB':>11} {'1 step MiB':>11} {'nnlint/step':>12}  target")
+        for r in rows:
+            if r.memory:
+                mine, base = r.memory
+                print(
+                    f"{r.case.name:<14} {mine:>11.0f} {base:>11.0f} {mine / base:>11.2f}x  <= 1.3x"
+                )
+
+
+def json_rows(rows: list[Row], version: str) -> list[dict]:
+    out = []
+    for r in rows:
+        note = f"checklist: {r.checklist.outcome}; nnlint: {describe(r.findings)} [{r.verdict}]"
+        if r.checklist.extrapolated:
+            note += f"; EXTRAPOLATED: {r.checklist.extrapolated}"
+        out.append(
+            {
+                "benchmark": BENCHMARK,
+                "case": r.case.name,
+                "nnlint": round(r.nnlint, 4),
+                "alternative": f"neural_net_checklist {version}",
+                "alt": round(r.checklist.seconds, 4),
+                "ratio": round(r.ratio, 2),
+                "unit": "s",
+                "target": r.case.target_text,
+                "note": note,
+            }
+        )
+    for r in rows:
+        if r.memory:
+            mine, base = r.memory
+            out.append(
+                {
+                    "benchmark": BENCHMARK,
+                    "case": f"{r.case.name} peak RSS",
+                    "nnlint": round(mine, 1),
+                    "alternative": "torch + model + one training step",
+                    "alt": round(base, 1),
+                    "ratio": round(base / mine, 3),
+                    "unit": "MiB",
+                    "target": ">= 0.77x (nnlint <= 1.3x the baseline)",
+                    "note": "peak RSS (VmHWM) of a fresh subprocess per side; interpreter and torch included",
+                }
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON rows for benchmarks/run.py")
+    parser.add_argument("--quick", action="store_true", help="fewer overfit steps, no memory")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
+    parser.add_argument("--repeat", type=int, default=None, help="nnlint runs (median)")
+    parser.add_argument(
+        "--overfit-steps",
+        type=int,
+        default=None,
+        help="checklist overfit steps actually run on the model that cannot overfit",
+    )
+    parser.add_argument("--no-memory", dest="memory", action="store_false")
+    parser.add_argument("--case", action="append", help="only this case (repeatable)")
+    parser.add_argument("--rss-child", nargs=2, metavar=("SIDE", "CASE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child:
+        rss_child(*args.rss_child, args.threads)
+        return 0
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.overfit_steps is None:
+        args.overfit_steps = 128 if args.quick else 512
+    if args.quick:
+        args.memory = False
+    version = checklist_version()
+    if version is None:
+        print(
+            "neural_net_checklist is not installed: "
+            "pip install --no-deps neural-net-checklist numpy tqdm pillow",
+            file=sys.stderr,
+        )
+        return 2
+    torch.set_num_threads(args.threads)
+    rows = measure(args)
+    if args.json:
+        print(json.dumps(json_rows(rows, version)))  # one line: run.py reads the last
+    else:
+        print_table(rows, args, version)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
