@@ -3,47 +3,59 @@
 For each model, in one run: the wall time of neural_net_checklist's `assert_all_*`
 suite (classification or causal-LM variant) and the wall time of
 `nnlint.check(model, batch=..., loss_fn=..., optimizer=..., select=["NN3"])` (the
-dynamic rules only, in this process), their ratio (checklist / nnlint, so above 1
-means nnlint is faster) and what each concluded.
+dynamic rules only, in this process; selecting the NN3 prefix also turns on NN314
+numeric-grad-check, which is off by default), their ratio (checklist / nnlint, so
+above 1 means nnlint is faster) and what each concluded.
 
 Models, all written here:
-  * LeNet        1x28x28 images, 10 classes, batch 32, cross-entropy; healthy.
-  * TinyGPT      a causal transformer (token + position embedding, 2 pre-norm blocks
-                 with a causal mask, LM head), vocabulary 32, 32 sequences of 16
-                 tokens; healthy.
+  * LeNet          1x28x28 images, 10 classes, batch 32, cross-entropy; healthy.
+  * TinyGPT        a causal transformer (token + position embedding, 2 pre-norm
+                   blocks with a causal mask, LM head), vocabulary 32, 32 sequences
+                   of 16 tokens; healthy.
   * LeNet+sigmoid  LeNet whose output goes through a sigmoid before cross-entropy:
-                 the logits live in [0, 1], so the loss can never go below
-                 log(1 + 9/e) = 1.46 and the model cannot overfit.
+                   the logits live in [0, 1], so the loss can never go below
+                   log(1 + 9/e) = 1.46 and the model cannot overfit.
+  * LeNet+detach   LeNet whose output is detached: it cannot overfit either, but
+                   the checklist stops at its gradient check (a RuntimeError) within
+                   milliseconds, long before its overfit stage, so there it is the
+                   faster tool; the row shows where the 100x target does not apply.
 
-Fairness: torch is imported and warmed up (one training step) before either side is
-timed; both sides run with the same torch thread count (`--threads`, default 1,
+Fairness: torch, the checklist and nnlint (with its rule modules) are imported, and
+torch warmed up with one training step, before either side is timed; both sides run with the same torch thread count (`--threads`, default 1,
 which is also what nnlint's checks use), get a fresh model from the same seed, the
 same batch and the same loss. The checklist always trains with its own Adam(lr=3e-4)
 and cannot be given an optimizer through `assert_all_*`; nnlint is given that same
 optimizer. The checklist's progress bars and prints go to a buffer, not the terminal.
+nnlint's figure is the median of `--repeat` calls (3; 1 with `--quick`), the
+checklist's a single run.
 
-The checklist stops at the first failed assertion; the table records where. Its
-overfit check trains up to 65,536 steps for a loss below 1e-4 (0.1 for LMs), and
-`assert_all_*` offers no way to shorten it. On the model that cannot overfit this
-script therefore runs the checklist's own `assert_overfit_to_batch` for only
-`--overfit-steps` steps (the suite's other checks run in full) and extrapolates that
-stage linearly to 65,536 steps; the output says so on that row. The sigmoid bounds
-the loss at 1.46, far above 1e-4, so the real run would use all 65,536 steps.
+The checklist stops at the first failed assertion (or exception); the output
+records where. Its overfit check trains up to 65,536 steps for a loss below 1e-4
+(0.1 for LMs), and `assert_all_*` offers no way to shorten it. On the models that
+cannot overfit this script therefore runs the checklist's own
+`assert_overfit_to_batch` for only `--overfit-steps` steps (512; 128 with `--quick`;
+the suite's other checks run in full) and, if it fails there, extrapolates that stage
+linearly to 65,536 steps; the output marks such figures with `*` and says so. The
+sigmoid bounds the loss at 1.46, far above 1e-4, so the real run would use all
+65,536 steps.
 
-Memory (skipped with `--no-memory` or `--quick`): the peak resident set size
-(VmHWM from /proc/self/status; not `ru_maxrss`, which Linux carries across exec from
-the parent that forked the process) of a fresh subprocess that imports torch, builds the model and batch
-and runs `nnlint.check(...)`, against a subprocess that imports torch, builds the
-same model and batch and takes one training step. Both include the interpreter and
-torch itself, which dominate for models this small. Target: nnlint at most 1.3x.
+Memory (skipped with `--no-memory` or `--quick`): the peak resident set size (VmHWM
+from /proc/self/status; not `ru_maxrss`, which Linux carries across exec from the
+parent that forked the process) of a fresh subprocess that imports torch, builds the
+model and batch and runs `nnlint.check(...)`, against a fresh subprocess that imports
+torch, builds the same model and batch and takes one Adam step. Both include the
+interpreter and torch itself, which dominate for models this small. Target: nnlint
+at most 1.3x.
 
 Usage:
-  python benchmarks/dynamic_vs_checklist.py            # full run (a few minutes)
-  python benchmarks/dynamic_vs_checklist.py --quick    # about a minute
-  python benchmarks/dynamic_vs_checklist.py --json     # rows for benchmarks/run.py
+  python benchmarks/dynamic_vs_checklist.py            # everything (about 2 minutes)
+  python benchmarks/dynamic_vs_checklist.py --quick    # under a minute
+  python benchmarks/dynamic_vs_checklist.py --json     # one line of rows for run.py
+  python benchmarks/dynamic_vs_checklist.py --case LeNet --case TinyGPT --no-memory
+  python benchmarks/dynamic_vs_checklist.py --cpu-time # CPU time, steadier when busy
 
 Needs `pip install --no-deps neural-net-checklist numpy tqdm pillow` (its metadata
-asks for torchvision, which its code never imports).
+asks for torchvision, which its code never imports); exits 2 without it.
 """
 
 from __future__ import annotations
@@ -72,6 +84,7 @@ CHECKLIST_OVERFIT_STEPS = 2**16  # neural_net_checklist's default max_steps
 CHECKLIST_LR = 3e-4  # the Adam learning rate neural_net_checklist trains with
 CLASSES = 10
 VOCAB, SEQ, LM_BATCH = 32, 16, 32  # the LM suite takes min(128, vocab) sequences
+clock = time.perf_counter  # time.process_time with --cpu-time
 
 
 # -- models ---------------------------------------------------------------------
@@ -100,6 +113,13 @@ class SquashedLeNet(LeNet):
 
     def __init__(self):
         super().__init__(squash=True)
+
+
+class DetachedLeNet(LeNet):
+    """LeNet whose output is detached from the graph: nothing can train."""
+
+    def forward(self, x):
+        return super().forward(x).detach()
 
 
 class Block(nn.Module):
@@ -190,20 +210,23 @@ class Case:
         return f">= {self.target:g}x"
 
 
+CE, CLS = F.cross_entropy, "classification"
 CASES = [
-    Case("LeNet", LeNet, image_batch, F.cross_entropy, "classification", True, 15),
+    Case("LeNet", LeNet, image_batch, CE, CLS, True, 15),
     Case("TinyGPT", TinyGPT, token_batch, lm_loss, "causal_lm", True, 15),
-    Case(
-        "LeNet+sigmoid", SquashedLeNet, image_batch, F.cross_entropy, "classification", False, 100
-    ),
+    Case("LeNet+sigmoid", SquashedLeNet, image_batch, CE, CLS, False, 100),
+    Case("LeNet+detach", DetachedLeNet, image_batch, CE, CLS, False, 100),
 ]
 
 
 def train_step(model: nn.Module, batch, loss_fn) -> None:
+    """One Adam step (only the forward and loss where no gradient reaches the loss)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=CHECKLIST_LR)
     optimizer.zero_grad()
-    loss_fn(model(batch[0]), batch[1]).backward()
-    optimizer.step()
+    loss = loss_fn(model(batch[0]), batch[1])
+    if loss.requires_grad:
+        loss.backward()
+        optimizer.step()
 
 
 # -- neural_net_checklist side --------------------------------------------------
@@ -244,21 +267,23 @@ def run_checklist(case: Case, overfit_steps: int | None) -> ChecklistRun:
         def wrapper(*args, **kwargs):
             if name == "assert_overfit_to_batch" and overfit_steps is not None:
                 kwargs["max_steps"] = overfit_steps
-            start = time.perf_counter()
+            start = clock()
             try:
                 return fn(*args, **kwargs)
-            except AssertionError as error:
-                overfit["failed"] = (name, str(error).strip().splitlines()[0][:160])
+            except Exception as error:
+                kind = "" if isinstance(error, AssertionError) else f"{type(error).__name__}: "
+                text = (str(error).strip().splitlines() or [""])[0][:160]
+                overfit.setdefault("failed", (name, kind + text))
                 raise
             finally:
-                stages.append((name, time.perf_counter() - start))
+                stages.append((name, clock() - start))
 
         return wrapper
 
     batch = case.batch()
     buffer = io.StringIO()
     torch.manual_seed(0)
-    start = time.perf_counter()
+    start = clock()
     try:
         for name, fn in originals.items():
             setattr(td, name, timed(name, fn))
@@ -275,13 +300,13 @@ def run_checklist(case: Case, overfit_steps: int | None) -> ChecklistRun:
         outcome = "all checks passed"
         if reached:
             outcome += f" (overfit: loss below {reached[1]} at step {reached[2]})"
-    except AssertionError:
+    except Exception:  # an assertion, or a crash (as on a detached output)
         stage, message = overfit["failed"]
         outcome = f"aborted at {stage.removeprefix('assert_')}: {message}"
     finally:
         for name, fn in originals.items():
             setattr(td, name, fn)
-    measured = time.perf_counter() - start
+    measured = clock() - start
     run = ChecklistRun(measured, measured, outcome, stages)
     last = stages[-1][0] if stages else ""
     if overfit_steps is not None and last == "assert_overfit_to_batch" and "failed" in overfit:
@@ -313,11 +338,11 @@ def run_nnlint(case: Case) -> tuple[float, list]:
     torch.manual_seed(0)
     model = case.factory()
     optimizer = torch.optim.Adam(model.parameters(), lr=CHECKLIST_LR)
-    start = time.perf_counter()
+    start = clock()
     findings = nnlint.check(
         model, batch=batch, loss_fn=case.loss_fn, optimizer=optimizer, select=["NN3"]
     )
-    return time.perf_counter() - start, findings
+    return clock() - start, findings
 
 
 def describe(findings: list) -> str:
@@ -389,8 +414,17 @@ class Row:
 
 
 def measure(args) -> list[Row]:
+    import neural_net_checklist.torch_diagnostics  # noqa: F401  both libraries imported untimed
+
+    import nnlint.api  # noqa: F401
+    from nnlint.registry import load_registry
+
+    load_registry()  # nnlint imports its rule modules once per process
     rows = []
     cases = [c for c in CASES if not args.case or c.name in args.case]
+    unknown = set(args.case or ()) - {c.name for c in CASES}
+    if unknown:
+        raise SystemExit(f"unknown case(s): {', '.join(sorted(unknown))}")
     for case in cases:
         torch.manual_seed(0)
         train_step(case.factory(), case.batch(), case.loss_fn)  # warm-up, untimed
@@ -415,7 +449,8 @@ def measure(args) -> list[Row]:
 def print_table(rows: list[Row], args, version: str) -> None:
     print(
         f"neural_net_checklist {version} full suite vs nnlint.check(select=['NN3']); "
-        f"torch {torch.__version__}, {args.threads} thread(s); nnlint: median of {args.repeat}"
+        f"torch {torch.__version__}, {args.threads} thread(s),"
+        f" {'process CPU time' if args.cpu_time else 'wall time'}; nnlint: median of {args.repeat}"
     )
     print()
     header = f"{'model':<14} {'checklist s':>12} {'nnlint s':>9} {'ratio':>8} {'target':>8}  met"
@@ -426,7 +461,7 @@ def print_table(rows: list[Row], args, version: str) -> None:
         met = "yes" if r.ratio >= r.case.target else "NO"
         print(
             f"{r.case.name:<14} {r.checklist.seconds:>11.2f}{star} {r.nnlint:>9.2f}"
-            f" {r.ratio:>7.1f}x {r.case.target_text:>8}  {met}"
+            f" {r.ratio:>7.{1 if r.ratio >= 1 else 2}f}x {r.case.target_text:>8}  {met}"
         )
     print()
     for r in rows:
@@ -467,7 +502,7 @@ def json_rows(rows: list[Row], version: str) -> list[dict]:
                 "nnlint": round(r.nnlint, 4),
                 "alternative": f"neural_net_checklist {version}",
                 "alt": round(r.checklist.seconds, 4),
-                "ratio": round(r.ratio, 2),
+                "ratio": round(r.ratio, 3),
                 "unit": "s",
                 "target": r.case.target_text,
                 "note": note,
@@ -504,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="checklist overfit steps actually run on the model that cannot overfit",
     )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with the process's CPU clock (steadier on a busy machine, with --threads 1)",
+    )
     parser.add_argument("--no-memory", dest="memory", action="store_false")
     parser.add_argument("--case", action="append", help="only this case (repeatable)")
     parser.add_argument("--rss-child", nargs=2, metavar=("SIDE", "CASE"), help=argparse.SUPPRESS)
@@ -526,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        global clock
+        clock = time.process_time
     rows = measure(args)
     if args.json:
         print(json.dumps(json_rows(rows, version)))  # one line: run.py reads the last
