@@ -113,8 +113,19 @@ class DynamicContext:
             p.grad = None
         return model
 
-    def run(self, model: Any, args: tuple | None = None, kwargs: dict | None = None) -> Any:
+    def run(
+        self,
+        model: Any,
+        args: tuple | None = None,
+        kwargs: dict | None = None,
+        *,
+        same_rng: bool = False,
+    ) -> Any:
+        """One forward; `same_rng` reseeds first, so that forwards compared with each
+        other draw the same random numbers (dropout left on in eval mode, noise)."""
         self.tick()
+        if same_rng:
+            torch.manual_seed(SEED)
         return model(
             *(self.args if args is None else args), **(self.kwargs if kwargs is None else kwargs)
         )

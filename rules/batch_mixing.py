@@ -87,8 +87,10 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
                 )
         model = ctx.fresh(train=False)
         with torch.no_grad():
-            out, before = probes.record(model, lambda: ctx.run(model, args, kwargs))
-            out2, after = probes.record(model, lambda: ctx.run(model, changed_args, changed_kwargs))
+            out, before = probes.record(model, lambda: ctx.run(model, args, kwargs, same_rng=True))
+            out2, after = probes.record(
+                model, lambda: ctx.run(model, changed_args, changed_kwargs, same_rng=True)
+            )
         y, y2 = probes.main_output(out), probes.main_output(out2)
         if y is None or not y.dim() or y.shape[0] != n:
             raise Skip("the output has no batch dimension")
@@ -113,7 +115,7 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
             return
         x = x.detach().clone().requires_grad_(True)
         args, kwargs = probes.with_input(args, kwargs, key, x)
-        y = probes.main_output(ctx.run(model, args, kwargs))
+        y = probes.main_output(ctx.run(model, args, kwargs, same_rng=True))
         if y is None or not y.requires_grad:
             return
         weights = torch.randn(y[0].shape, generator=gen).to(y.device, y.dtype)

@@ -79,7 +79,7 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
         model = ctx.fresh(train=False)
         gen = ctx.generator()
         with torch.no_grad():
-            base = probes.main_output(ctx.run(model))
+            base = probes.main_output(ctx.run(model, same_rng=True))
         if base is None or not base.dim() or base.shape[0] != ctx.n:
             raise Skip("the output has no batch dimension")
         for key, label in named:
@@ -113,7 +113,9 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
 
         with torch.no_grad():
             out = probes.main_output(
-                ctx.run(model, *probes.with_input(ctx.args, ctx.kwargs, key, changed))
+                ctx.run(
+                    model, *probes.with_input(ctx.args, ctx.kwargs, key, changed), same_rng=True
+                )
             )
         return not probes.differs(out[0], base[0])
 
