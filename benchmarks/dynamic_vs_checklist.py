@@ -2,9 +2,9 @@
 
 For each model, in one run: the wall time of neural_net_checklist's `assert_all_*`
 suite (classification or causal-LM variant) and the wall time of
-`nnlint.check(model, batch=..., loss_fn=..., optimizer=..., select=["NN3"])` (the
-dynamic rules only, in this process; selecting the NN3 prefix also turns on NN314
-numeric-grad-check, which is off by default), their ratio (checklist / nnlint, so
+`nnlint.check(model, batch=..., loss_fn=..., optimizer=..., select=<NN3 defaults>)`
+(the dynamic rules that are on by default, as the CLI runs them, in this
+process), their ratio (checklist / nnlint, so
 above 1 means nnlint is faster) and what each concluded.
 
 Models, all written here:
@@ -340,9 +340,17 @@ def run_nnlint(case: Case) -> tuple[float, list]:
     optimizer = torch.optim.Adam(model.parameters(), lr=CHECKLIST_LR)
     start = clock()
     findings = nnlint.check(
-        model, batch=batch, loss_fn=case.loss_fn, optimizer=optimizer, select=["NN3"]
+        model, batch=batch, loss_fn=case.loss_fn, optimizer=optimizer, select=dynamic_defaults()
     )
     return clock() - start, findings
+
+
+def dynamic_defaults() -> list[str]:
+    """The dynamic rules a plain `nnlint train.py --model ...` runs (on by default)."""
+    from nnlint.finding import Phase
+    from nnlint.registry import load_registry
+
+    return [r.code for r in load_registry().rules if r.kind is Phase.DYNAMIC and r.default_enabled]
 
 
 def describe(findings: list) -> str:
@@ -448,7 +456,7 @@ def measure(args) -> list[Row]:
 
 def print_table(rows: list[Row], args, version: str) -> None:
     print(
-        f"neural_net_checklist {version} full suite vs nnlint.check(select=['NN3']); "
+        f"neural_net_checklist {version} full suite vs nnlint.check(dynamic rules on by default); "
         f"torch {torch.__version__}, {args.threads} thread(s),"
         f" {'process CPU time' if args.cpu_time else 'wall time'}; nnlint: median of {args.repeat}"
     )

@@ -43,7 +43,7 @@ class CannotOverfit(DynamicRule):
     options = {
         "samples": Option(8, "samples to overfit"),
         "max_steps": Option(300, "step cap"),
-        "target": Option(0.25, "fraction of the initial loss (above its floor) to reach"),
+        "target": Option(0.5, "fraction of the initial loss (above its floor) to reach"),
         "patience": Option(60, "steps without a 1% improvement before the loss counts as stalled"),
     }
 
