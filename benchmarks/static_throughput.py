@@ -15,8 +15,8 @@ not depend on torch, and none is installed there). Paths go to both tools in the
 same chunks, to stay under the argument-length limit.
 
 Usage:
-  python benchmarks/static_throughput.py              # every file (tens of minutes on 2 cores)
-  python benchmarks/static_throughput.py --limit 400  # a fixed, spread-out sample
+  python benchmarks/static_throughput.py              # every file (over an hour on 2 cores)
+  python benchmarks/static_throughput.py --limit 400  # a fixed, spread-out sample (~15 min)
   python benchmarks/static_throughput.py --jobs 4 --json
 """
 
@@ -138,8 +138,8 @@ def run_nnlint(cwd: Path, batches: list[list[str]], jobs: int) -> Timing:
     return Timing(files, time.perf_counter() - start, children_cpu() - cpu, crashes)
 
 
-def run_torchfix(cwd: Path, batches: list[list[str]], jobs: int) -> Timing:
-    command = [*torchfix_command(), "--select", "ALL", "-j", str(jobs)]
+def run_torchfix(torchfix: list[str], cwd: Path, batches: list[list[str]], jobs: int) -> Timing:
+    command = [*torchfix, "--select", "ALL", "-j", str(jobs)]
     warm_up(command, cwd, batches)
     files = 0
     cpu, start = children_cpu(), time.perf_counter()
@@ -156,8 +156,9 @@ def run_torchfix(cwd: Path, batches: list[list[str]], jobs: int) -> Timing:
 def measure(limit: int | None, jobs: int) -> tuple[Timing, Timing]:
     cwd, paths = torch_sources(limit)
     batches = chunks(paths)
+    torchfix = torchfix_command()
     ours = run_nnlint(cwd, batches, jobs)
-    alternative = run_torchfix(cwd, batches, jobs)
+    alternative = run_torchfix(torchfix, cwd, batches, jobs)
     if ours.files != len(paths) or alternative.files != len(paths):
         raise BenchmarkError(
             f"the tools did not lint the same files: {len(paths)} given, "
