@@ -1,0 +1,83 @@
+"""The guard that keeps the user's code from changing the user's files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def run(tmp_path, body: str) -> subprocess.CompletedProcess:
+    code = textwrap.dedent(
+        """
+        import os, shutil, tempfile
+        import torch
+        from nnlint.sandbox import Refused, guarded
+
+        def refused(fn, *args):
+            try:
+                fn(*args)
+            except Refused as exc:
+                return str(exc)
+            return None
+        """
+    ) + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_writes_outside_the_sandbox_are_refused_and_inside_allowed(tmp_path):
+    (tmp_path / "keep.txt").write_text("user data\n")
+    proc = run(
+        tmp_path,
+        """
+        with tempfile.TemporaryDirectory() as box, guarded(box):
+            assert "write to new.txt" in refused(open, "new.txt", "w")
+            assert "os.remove" in refused(os.remove, "keep.txt")
+            assert "os.rename" in refused(os.rename, "keep.txt", "moved.txt")
+            assert "torch.save" in refused(torch.save, {}, "w.pt")
+            assert "process" in refused(os.system, "true")
+            assert refused(open, "keep.txt") is None  # reading is fine
+            with open(os.path.join(box, "scratch.txt"), "w") as f:
+                f.write("ok")
+            torch.save({}, os.path.join(box, "ok.pt"))
+        # the guard is gone afterwards, torch.save restored
+        assert not hasattr(torch.save, "__nnlint_original__")
+        torch.save({}, "after.pt")
+        print("done")
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["after.pt", "keep.txt"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_the_model_named_by_model_cannot_write_when_imported(tmp_path):
+    (tmp_path / "model.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "open('import-log.txt', 'w').write('imported')\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n"
+    )
+    (tmp_path / "train.py").write_text("import torch\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnlint", "--isolated", "train.py", "--model", "model.py:Net"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "refused a write to import-log.txt" in proc.stderr
+    assert not (tmp_path / "import-log.txt").exists()
+    assert not (tmp_path / "__pycache__").exists()
