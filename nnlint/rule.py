@@ -109,12 +109,15 @@ class EngineRule(Rule):
 class ScriptRule(Rule):
     """Reads one file with libcst; gets a `nnlint.source.ScriptContext`.
 
-    `needs` is a quick text filter: the rule is skipped for files containing
-    none of these strings, which keeps whole-tree runs fast.
+    `needs` and `needs_all` are quick text filters that keep whole-tree runs
+    fast: the rule is skipped for files containing none of the `needs` strings
+    or not every one of the `needs_all` strings. A file no rule needs is
+    parsed but never resolved (scopes and qualified names are most of the cost).
     """
 
     kind = Phase.SCRIPT
     needs: ClassVar[tuple[str, ...]] = ("torch",)
+    needs_all: ClassVar[tuple[str, ...]] = ()
 
     def report(self, ctx: Any, node: Any, *, note: str | None = None, **fields: Any) -> Finding:
         """A finding spanning a libcst node of `ctx`'s module."""

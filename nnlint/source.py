@@ -134,7 +134,12 @@ def lint_file(
         return [_syntax_error(display, source, exc)]
     except RecursionError:
         return [SyntaxErrorFinding.make(display, 1, 1, error="nesting too deep to parse")]
-    active = [r for r in rules if not r.needs or any(n in source for n in r.needs)]
+    active = [
+        r
+        for r in rules
+        if (not r.needs or any(n in source for n in r.needs))
+        and all(n in source for n in getattr(r, "needs_all", ()))
+    ]
     if not active:
         return []
     ctx = ScriptContext(path, display, source, module, project_root)

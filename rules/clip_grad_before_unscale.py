@@ -39,6 +39,8 @@ class ClipGradBeforeUnscale(ScriptRule):
     ```
     """
 
+    needs = ("clip_grad",)
+    needs_all = ("torch",)
     code = "NN213"
     name = "clip-grad-before-unscale"
     message = "gradients clipped while still scaled by the GradScaler; call `scaler.unscale_(optimizer)` before clipping"

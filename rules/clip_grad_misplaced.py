@@ -44,6 +44,8 @@ class ClipGradMisplaced(ScriptRule):
     ```
     """
 
+    needs = ("clip_grad", "clamp")
+    needs_all = ("torch",)
     code = "NN208"
     name = "clip-grad-misplaced"
     message = "{problem}; {fix}"

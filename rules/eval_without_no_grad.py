@@ -46,6 +46,8 @@ class EvalWithoutNoGrad(ScriptRule):
     functions are left alone.
     """
 
+    needs = ("eval",)
+    needs_all = ("torch",)
     code = "NN206"
     name = "eval-without-no-grad"
     message = "`{model}` is evaluated without `torch.no_grad()`, building graphs it never uses; wrap the loop in `torch.inference_mode()`"

@@ -41,6 +41,7 @@ class ForwardCalledDirectly(ScriptRule):
     )
     severity = Severity.WARNING
     needs = (".forward(",)
+    needs_all = ("torch",)
 
     invalid = (
         """

@@ -48,6 +48,8 @@ class LossAccumulatedWithGraph(ScriptRule):
     losses summed into one) is intended and is not flagged.
     """
 
+    needs = ("loss", "Loss", "cross_entropy")
+    needs_all = ("torch",)
     code = "NN207"
     name = "loss-accumulated-with-graph"
     message = "`{target}` accumulates `{value}` with its autograd graph; use `{value}.item()` or `.detach()`"

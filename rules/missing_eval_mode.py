@@ -64,6 +64,8 @@ class MissingEvalMode(ScriptRule):
     to stay in eval mode and are not flagged.
     """
 
+    needs = ("val", "test")
+    needs_all = ("torch",)
     code = "NN205"
     name = "missing-eval-mode"
     message = "{problem}; {fix}"

@@ -40,6 +40,8 @@ class MissingSeed(ScriptRule):
     ```
     """
 
+    needs = ("backward",)
+    needs_all = ("torch",)
     code = "NN211"
     name = "missing-seed"
     message = (

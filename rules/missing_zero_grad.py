@@ -45,6 +45,8 @@ class MissingZeroGrad(ScriptRule):
     loop counts, conditional or not.
     """
 
+    needs = ("backward",)
+    needs_all = ("torch",)
     code = "NN201"
     name = "missing-zero-grad"
     message = "`{target}.step()` in a loop that never clears gradients; call `{target}.zero_grad()` each iteration"

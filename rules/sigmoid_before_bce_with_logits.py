@@ -34,6 +34,8 @@ class SigmoidBeforeBceWithLogits(ScriptRule):
     ```
     """
 
+    needs = ("sigmoid", "Sigmoid")
+    needs_all = ("torch",)
     code = "NN212"
     name = "sigmoid-before-bce-with-logits"
     message = "sigmoid output passed to a loss that applies sigmoid itself; pass the raw logits"

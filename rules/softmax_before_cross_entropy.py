@@ -40,6 +40,8 @@ class SoftmaxBeforeCrossEntropy(ScriptRule):
     ```
     """
 
+    needs = ("softmax", "Softmax")
+    needs_all = ("torch",)
     code = "NN204"
     name = "softmax-before-cross-entropy"
     message = "softmax output passed to `{loss}`; {fix}"

@@ -43,6 +43,8 @@ class StepBeforeBackward(ScriptRule):
     accumulating) is left alone, and so is `optimizer.step(closure)`.
     """
 
+    needs = ("backward",)
+    needs_all = ("torch",)
     code = "NN203"
     name = "step-before-backward"
     message = (

@@ -49,6 +49,8 @@ class TorchLoadUnsafe(ScriptRule):
     for files you created yourself, and suppress the finding there.
     """
 
+    needs = ("load",)
+    needs_all = ("torch",)
     code = "NN209"
     name = "torch-load-unsafe"
     message = "`torch.load` {why}; pass `weights_only=True` unless the file is fully trusted"

@@ -42,6 +42,8 @@ class ZeroGradBetweenBackwardAndStep(ScriptRule):
     with several (a GAN) it may be clearing another model on purpose.
     """
 
+    needs = ("backward",)
+    needs_all = ("torch",)
     code = "NN202"
     name = "zero-grad-between-backward-and-step"
     message = "gradients cleared between `backward()` and `{target}.step()`; clear them before `backward()`"
