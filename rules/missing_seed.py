@@ -41,7 +41,7 @@ class MissingSeed(ScriptRule):
     """
 
     needs = ("backward",)
-    needs_all = ("torch",)
+    needs_all = ("torch", "backward", "step")
     code = "NN211"
     name = "missing-seed"
     message = (

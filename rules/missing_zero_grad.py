@@ -46,7 +46,7 @@ class MissingZeroGrad(ScriptRule):
     """
 
     needs = ("backward",)
-    needs_all = ("torch",)
+    needs_all = ("torch", "backward", "step")
     code = "NN201"
     name = "missing-zero-grad"
     message = "`{target}.step()` in a loop that never clears gradients; call `{target}.zero_grad()` each iteration"

@@ -44,7 +44,7 @@ class StepBeforeBackward(ScriptRule):
     """
 
     needs = ("backward",)
-    needs_all = ("torch",)
+    needs_all = ("torch", "backward", "step")
     code = "NN203"
     name = "step-before-backward"
     message = (

@@ -49,7 +49,7 @@ class TorchLoadUnsafe(ScriptRule):
     for files you created yourself, and suppress the finding there.
     """
 
-    needs = ("load",)
+    needs = ("load(",)
     needs_all = ("torch",)
     code = "NN209"
     name = "torch-load-unsafe"

@@ -43,7 +43,7 @@ class ZeroGradBetweenBackwardAndStep(ScriptRule):
     """
 
     needs = ("backward",)
-    needs_all = ("torch",)
+    needs_all = ("torch", "backward", "step")
     code = "NN202"
     name = "zero-grad-between-backward-and-step"
     message = "gradients cleared between `backward()` and `{target}.step()`; clear them before `backward()`"
