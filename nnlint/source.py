@@ -11,29 +11,29 @@ from pathlib import Path
 from typing import Any
 
 import libcst as cst
-from libcst._metadata_dependent import LazyValue
 from libcst.metadata import (
     CodeRange,
     MetadataWrapper,
-    ParentNodeProvider,
     PositionProvider,
     QualifiedName,
-    QualifiedNameProvider,
     ScopeProvider,
 )
 
+from nnlint.cstwalk import Tree
 from nnlint.diagnostics import SyntaxErrorFinding, UnreadableFile, run_rule
 from nnlint.finding import Finding
 from nnlint.rule import ScriptRule
-
-_PROVIDERS = (PositionProvider, ParentNodeProvider, QualifiedNameProvider, ScopeProvider)
 
 
 class ScriptContext:
     """One parsed file, shared by all script rules.
 
-    Metadata is resolved once, on first use, and cached, so ten rules cost one
-    resolution. `project_root` is where the nearest config or pyproject lives.
+    Everything is computed once, on first use, and cached, so ten rules cost one
+    resolution: `tree` (children, parents and source order, from one cheap pass),
+    libcst's scopes and qualified names, and positions. Positions need a code
+    generation pass over the whole file, so they are resolved only when asked
+    for, which in practice is when a rule reports a finding. `project_root` is
+    where the nearest config or pyproject lives.
     """
 
     def __init__(
@@ -50,6 +50,7 @@ class ScriptContext:
         self.module = module
         self.project_root = project_root or path.parent
         self._cache: dict[str, Any] = {}
+        self._names: dict[cst.CSTNode, set[QualifiedName]] = {}
 
     @cached_property
     def wrapper(self) -> MetadataWrapper:
@@ -57,24 +58,42 @@ class ScriptContext:
         return MetadataWrapper(self.module, unsafe_skip_copy=True)
 
     @cached_property
-    def _metadata(self) -> dict:
-        return self.wrapper.resolve_many(_PROVIDERS)
+    def tree(self) -> Tree:
+        return Tree(self.module)
+
+    @cached_property
+    def _scopes(self) -> Any:
+        return self.wrapper.resolve(ScopeProvider)
+
+    @cached_property
+    def _positions(self) -> Any:
+        return self.wrapper.resolve(PositionProvider)
 
     def position(self, node: cst.CSTNode) -> CodeRange:
-        return self._metadata[PositionProvider][node]
+        return self._positions[node]
 
     def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
-        return self._metadata[ParentNodeProvider].get(node)
+        return self.tree.parent(node)
 
     def qualified_names(self, node: cst.CSTNode) -> set[QualifiedName]:
-        value = self._metadata[QualifiedNameProvider].get(node, set())
-        return value() if isinstance(value, LazyValue) else value
+        """What `node` names, through the file's imports (libcst's scope analysis).
+
+        The same answer as libcst's `QualifiedNameProvider`, which asks the same
+        `Scope.get_qualified_names_for`, but only for the nodes a rule asks about:
+        the provider walks the whole tree once more to prepare an answer for each.
+        """
+        found = self._names.get(node)
+        if found is None:
+            scope = self.scope(node)
+            found = set(scope.get_qualified_names_for(node)) if scope is not None else set()
+            self._names[node] = found
+        return found
 
     def qualified_name_strings(self, node: cst.CSTNode) -> set[str]:
         return {q.name for q in self.qualified_names(node)}
 
     def scope(self, node: cst.CSTNode) -> Any:
-        return self._metadata[ScopeProvider].get(node)
+        return self._scopes.get(node)
 
     def shared(self, key: str, build: Any) -> Any:
         """A per-file analysis computed once and shared by every rule that asks for it."""

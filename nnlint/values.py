@@ -59,6 +59,7 @@ LOSS_FUNCTIONS = {
     "nll_loss": "nll_fn",
     "binary_cross_entropy_with_logits": "bce_logits_fn",
 }
+_STATEMENTS = (cst.BaseSmallStatement, cst.BaseStatement)
 _GRAD_OFF = (
     "torch.no_grad",
     "torch.inference_mode",
@@ -68,38 +69,13 @@ _GRAD_OFF = (
 )
 
 
-class _Tree(cst.CSTVisitor):
-    """Children of every node, in source order, from one traversal.
-
-    libcst computes `node.children` by visiting the node each time it is asked;
-    the rules walk the tree many times, so they read this index instead.
-    """
-
-    def __init__(self) -> None:
-        self.children: dict[cst.CSTNode, list[cst.CSTNode]] = {}
-        self._stack: list[cst.CSTNode] = []
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        if self._stack:
-            self.children[self._stack[-1]].append(node)
-        self.children[node] = []
-        self._stack.append(node)
-        return True
-
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        self._stack.pop()
-
-
 class Values:
     """The value tracker of one file; get it with `values(ctx)`."""
 
     def __init__(self, ctx: ScriptContext) -> None:
         self.ctx = ctx
         self.referents: dict[cst.CSTNode, set] = {}
-        tree = _Tree()
-        ctx.module.visit(tree)
-        self._children = tree.children
-        ctx.scope(ctx.module)  # resolves all metadata once; the lookup below reuses it
+        self.tree = ctx.tree
         for scope in {s for s in ctx.wrapper.resolve(ScopeProvider).values() if s is not None}:
             for access in scope.accesses:
                 self.referents[access.node] = set(access.referents)
@@ -119,17 +95,12 @@ class Values:
         self._feeds: set[str] | None = None
 
     def children(self, node: cst.CSTNode) -> list[cst.CSTNode]:
-        found = self._children.get(node)
-        return list(node.children) if found is None else found
+        """Syntax children in source order (no whitespace or punctuation)."""
+        return self.tree.kids(node)
 
     def walk(self, node: cst.CSTNode, skip: tuple[type, ...] = ()) -> Iterator[cst.CSTNode]:
         """Every node under `node`, itself first, in source order; `skip` types are not entered."""
-        stack = [node]
-        while stack:
-            current = stack.pop()
-            yield current
-            if current is node or not isinstance(current, skip):
-                stack.extend(reversed(self.children(current)))
+        return self.tree.walk(node, skip)
 
     def code(self, node: cst.CSTNode) -> str:
         return self.ctx.module.code_for_node(node).strip()
@@ -248,21 +219,31 @@ class Values:
     def assigned_values(self, name: cst.Name) -> list[cst.CSTNode]:
         """The values last assigned to `name` before it is read (all of them when unsure)."""
         assignments = [r for r in self.referents.get(name, ()) if isinstance(r, Assignment)]
-        line = self.ctx.position(name).start.line
+        here = self.tree.order(name)
         scope = self.ctx.scope(name)
-        before = [
-            a
-            for a in assignments
-            if a.scope is scope and self.ctx.position(a.node).start.line < line
-        ]
+        before = [a for a in assignments if a.scope is scope and self._done_by(a.node) < here]
         if before:
-            assignments = [max(before, key=lambda a: _start(self.ctx, a.node))]
+            assignments = [max(before, key=lambda a: self.tree.orders.get(a.node, -1))]
         values = []
         for assignment in assignments:
             value = self._value_of(assignment.node)
             if value is not None:
                 values.append(value)
         return values
+
+    def _done_by(self, target: cst.CSTNode) -> int:
+        """Where an assignment to `target` takes effect: after its whole statement.
+
+        `x = f(x)` reads the `x` assigned before it, not itself.
+        """
+        holder = self.tree.parent(target)
+        while holder is not None and not isinstance(holder, _STATEMENTS):
+            if isinstance(holder, cst.NamedExpr):
+                return self.tree.end(holder)
+            holder = self.tree.parent(holder)
+        if isinstance(holder, cst.Assign | cst.AnnAssign | cst.AugAssign):
+            return self.tree.end(holder)
+        return self.tree.orders.get(target, -1)
 
     def _value_of(self, target: cst.CSTNode) -> cst.CSTNode | None:
         parent = self.ctx.parent(target)
@@ -392,11 +373,6 @@ class Values:
         """`model` for `model`, `self.model` for `self.model.module`: the object, not its parts."""
         text = self.code(expr)
         return text if not text.startswith("self.") else ".".join(text.split(".")[:2])
-
-
-def _start(ctx: ScriptContext, node: cst.CSTNode) -> tuple[int, int]:
-    pos = ctx.position(node).start
-    return pos.line, pos.column
 
 
 def values(ctx: ScriptContext) -> Values:
