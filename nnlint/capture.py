@@ -18,7 +18,7 @@ import sys
 import weakref
 from typing import Any
 
-from nnlint.graph import Graph, ModuleCall, Node, kind_of
+from nnlint.graph import KIND_OF_NAME, Graph, ModuleCall, Node, kind_of
 from nnlint.inputs import Batch, call
 from nnlint.preserve import preserved
 from nnlint.sites import is_user_file, user_caller
@@ -111,15 +111,22 @@ class _Recorder:
     """Builds the graph from TorchFunctionMode callbacks and module hooks."""
 
     def __init__(self, model: Any) -> None:
+        # One walk for both tables; the first name of a shared module or parameter wins.
         self.names: dict[int, str] = {}
+        self.params: dict[int, str] = {}
         for name, module in model.named_modules(remove_duplicate=False):
             self.names.setdefault(id(module), name)
-        self.params = {id(p): n for n, p in model.named_parameters()}
+            for local, param in module._parameters.items():
+                if param is not None:
+                    self.params.setdefault(id(param), f"{name}.{local}" if name else local)
         self.stack: list[tuple[str, Any]] = []
         self.nodes: list[Node] = []
         self.calls: list[ModuleCall] = []
         self.read: set[str] = set()
         self.producers: dict[int, tuple[Any, int]] = {}
+        import torch
+
+        self.tensor: type = torch.Tensor
 
     def enter(self, module: Any, args: Any) -> None:
         name = self.names.get(id(module))
@@ -135,38 +142,40 @@ class _Recorder:
             self.stack.pop()
 
     def op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        import torch
-
+        # Called for every torch function the forward runs: kept lean on purpose.
         name = getattr(func, "__name__", "")
         if name in _METADATA:
             return
-        outs = (
-            [out]
-            if isinstance(out, torch.Tensor)
-            else [o for o in out if isinstance(o, torch.Tensor)]
-            if isinstance(out, tuple | list)
-            else []
-        )
-        if not outs:
+        tensor = self.tensor
+        if isinstance(out, tensor):
+            outs: Any = (out,)
+        elif isinstance(out, tuple | list):
+            outs = [o for o in out if isinstance(o, tensor)]
+            if not outs:
+                return
+        else:
             return
         inputs: list[int] = []
         shapes: list[tuple[int, ...]] = []
         params: list[str] = []
-        for value in (*args, *kwargs.values()):
-            for tensor in value if isinstance(value, tuple | list) else (value,):
-                if not isinstance(tensor, torch.Tensor):
+        producers, param_names = self.producers, self.params
+        for value in (*args, *kwargs.values()) if kwargs else args:
+            for item in value if isinstance(value, tuple | list) else (value,):
+                if not isinstance(item, tensor):
                     continue
-                shapes.append(tuple(tensor.shape))
-                entry = self.producers.get(id(tensor))
-                if entry is not None and entry[0]() is tensor:
+                key = id(item)
+                shapes.append(tuple(item.shape))
+                entry = producers.get(key)
+                if entry is not None and entry[0]() is item:
                     inputs.append(entry[1])
-                param = self.params.get(id(tensor))
+                param = param_names.get(key)
                 if param is not None:
                     params.append(param)
-        self.read.update(params)
-        kind = kind_of(name)
-        if name == "addmm" and params:
-            kind = "linear"
+        kind = KIND_OF_NAME.get(name, "other")
+        if params:
+            self.read.update(params)
+            if name == "addmm":
+                kind = "linear"
         index = len(self.nodes)
         node = Node(
             index,
@@ -184,8 +193,9 @@ class _Recorder:
             if kind in _LOCATED:
                 self._locate(node, sys._getframe(2))
         self.nodes.append(node)
-        for tensor in outs:
-            self.producers[id(tensor)] = (weakref.ref(tensor), index)
+        ref = weakref.ref
+        for item in outs:
+            producers[id(item)] = (ref(item), index)
 
     @staticmethod
     def _locate(node: Node, frame: Any) -> None:
@@ -204,27 +214,47 @@ class _Recorder:
         return found
 
 
+_MODE: Any = None
+
+
+def _recording_mode() -> Any:
+    """The TorchFunctionMode class that feeds a recorder, made once."""
+    global _MODE
+    if _MODE is None:
+        from torch.overrides import TorchFunctionMode
+
+        class RecordingMode(TorchFunctionMode):
+            def __init__(self, recorder: _Recorder) -> None:
+                super().__init__()
+                self.recorder = recorder
+
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                self.recorder.op(func, args, kwargs or {}, out)
+                return out
+
+        _MODE = RecordingMode
+    return _MODE
+
+
 def record(model: Any, batch: Batch) -> Graph:
-    """One real forward in train mode under no_grad, recorded op by op."""
+    """One real forward in train mode under no_grad, recorded op by op.
+
+    The model's modes and buffers and the torch RNG are restored. Python's and
+    NumPy's global RNGs are not saved here: the model phase restores them once
+    around everything it runs (`nnlint.preserve.global_rngs`).
+    """
     import torch
-    from torch.overrides import TorchFunctionMode
 
     recorder = _Recorder(model)
-
-    class Mode(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            recorder.op(func, args, kwargs, out)
-            return out
-
+    mode = _recording_mode()(recorder)
     hooks = torch.nn.modules.module
     pre = hooks.register_module_forward_pre_hook(recorder.enter)
     post = hooks.register_module_forward_hook(recorder.leave)
     try:
-        with preserved(model), torch.no_grad():
+        with preserved(model, rngs=False), torch.no_grad():
             model.train()
-            with Mode():
+            with mode:
                 result = call(model, batch)
     except Exception as exc:
         raise CaptureError(f"the forward on the example input raised {_first_line(exc)}") from exc

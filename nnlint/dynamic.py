@@ -33,6 +33,49 @@ THREADS = 1
 CHECK_BUDGET = 20.0  # seconds per check; the shared passes count against the first check using them
 
 
+def reseed(seed: int = SEED) -> None:
+    """Seed the global generators the checks draw from: the CPU's, and CUDA's once in use.
+
+    `torch.manual_seed` also queues a seed for every lazily started backend
+    (CUDA, XPU, MTIA) and records a stack trace for each, about 1.5 ms a call;
+    the checks reseed often enough for that to count.
+    """
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
+_HOOKS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+
+
+def _same_structure(copy_: Any, original: Any) -> bool:
+    """Whether a used copy still mirrors `original`: same modules, hooks and tensor layouts."""
+    mods = list(copy_.modules())
+    originals = list(original.modules())
+    if len(mods) != len(originals):
+        return False
+    for mine, theirs in zip(mods, originals, strict=True):
+        if type(mine) is not type(theirs) or mine._parameters.keys() != theirs._parameters.keys():
+            return False
+        if mine._buffers.keys() != theirs._buffers.keys():
+            return False
+        if any(len(getattr(mine, h, ())) != len(getattr(theirs, h, ())) for h in _HOOKS):
+            return False
+    mine = [*copy_.parameters(), *copy_.buffers()]
+    theirs = [*original.parameters(), *original.buffers()]
+    return len(mine) == len(theirs) and all(
+        a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and not a.is_sparse
+        for a, b in zip(mine, theirs, strict=True)
+    )
+
+
 class Skip(Exception):
     """A check does not apply (`applicable=False`, shown only with --verbose) or cannot run."""
 
@@ -85,11 +128,14 @@ class DynamicContext:
         self.settings: Any = None
         self.rule: Any = None
         self._base: Base | None = None
+        self._lent: list[Any] = []  # copies handed out to the running check
+        self._spare: Any = None  # a copy the last check is done with, to reuse
 
     # -- running the model -------------------------------------------------
 
     def begin(self, rule: Any) -> None:
-        torch.manual_seed(SEED)
+        self._take_back()
+        reseed()
         self.rule = rule
         self.deadline = time.monotonic() + self.budget
 
@@ -101,8 +147,17 @@ class DynamicContext:
         return torch.Generator().manual_seed(SEED + offset)
 
     def fresh(self, train: bool = True, dropout: bool = True) -> Any:
-        """A deep copy of the user's model, in train or eval mode, gradients cleared."""
-        model = copy.deepcopy(self.model)
+        """A copy of the user's model, in train or eval mode, gradients cleared.
+
+        The copy has the user's weights and buffers. It is a deep copy, or the
+        copy an earlier check was done with, its tensors copied back from the
+        user's model: deep-copying a module costs milliseconds of Python per
+        call, more than the small checks themselves.
+        """
+        model = self._reuse()
+        if model is None:
+            model = copy.deepcopy(self.model)
+        self._lent.append(model)
         model.train(train)
         for module in model.modules():
             if not dropout and isinstance(module, torch.nn.modules.dropout._DropoutNd):
@@ -111,6 +166,29 @@ class DynamicContext:
                 module.eval()  # train-mode BatchNorm cannot normalize a single sample
         for p in model.parameters():
             p.grad = None
+        return model
+
+    def _take_back(self) -> None:
+        """Keep one copy the finished check handed back unchanged in structure."""
+        lent, self._lent = self._lent, []
+        held = self._base.model if self._base is not None else None
+        for model in reversed(lent):
+            if model is not held and _same_structure(model, self.model):
+                self._spare = model
+                return
+
+    def _reuse(self) -> Any:
+        model, self._spare = self._spare, None
+        if model is None:
+            return None
+        with torch.no_grad():
+            pairs = (
+                *zip(model.parameters(), self.model.parameters(), strict=True),
+                *zip(model.buffers(), self.model.buffers(), strict=True),
+            )
+            for mine, theirs in pairs:
+                mine.copy_(theirs)
+                mine.requires_grad_(theirs.requires_grad)
         return model
 
     def run(
@@ -125,7 +203,7 @@ class DynamicContext:
         other draw the same random numbers (dropout left on in eval mode, noise)."""
         self.tick()
         if same_rng:
-            torch.manual_seed(SEED)
+            reseed()
         return model(
             *(self.args if args is None else args), **(self.kwargs if kwargs is None else kwargs)
         )
@@ -153,7 +231,7 @@ class DynamicContext:
                 first.append((names[module], "output"))
 
         handles = [m.register_forward_hook(watch) for m in model.modules()]
-        torch.manual_seed(SEED)
+        reseed()
         try:
             out = self.run(model)
         finally:
@@ -259,7 +337,8 @@ def run_checks(
     timings = timings if timings is not None else {}
     threads = torch.get_num_threads()
     bar = _progress(rules, progress)
-    with preserved(ctx.model), torch.random.fork_rng(devices=[]):
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with preserved(ctx.model), torch.random.fork_rng(devices=cuda):
         torch.set_num_threads(min(THREADS, threads))
         try:
             for rule in rules:

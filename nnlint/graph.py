@@ -116,7 +116,7 @@ def kind_of(name: str) -> str:
     return KIND_OF_NAME.get(name, "other")
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One op of the forward, in execution order."""
 

@@ -273,7 +273,9 @@ def run_model_phases(
     `captured` is a batch taken from the training script, used when there is no `--data`.
     The user's code runs with writes outside a temporary directory refused.
     """
-    with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox):
+    from nnlint.preserve import global_rngs
+
+    with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox), global_rngs():
         return _run_model_phases(
             settings, rules, timings, model, batch, loss_fn, optimizer, captured
         )

@@ -5,6 +5,11 @@ buffer (BatchNorm running statistics move in a train-mode forward), the torch
 CPU and CUDA RNG states, and Python's and NumPy's global RNGs. Parameters are
 not copied: callers run forwards under `torch.no_grad()`, which cannot change
 them.
+
+`global_rngs()` restores only Python's and NumPy's RNGs. The model phase runs
+under it as a whole, so the forwards inside it can pass `rngs=False` and skip
+saving NumPy's state each time (about 0.1 ms a forward, as much as a small
+model's forward itself).
 """
 
 from __future__ import annotations
@@ -17,18 +22,33 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def preserved(model: Any) -> Iterator[None]:
+def global_rngs() -> Iterator[None]:
+    """Python's and NumPy's global RNGs as they were on entry, on exit."""
+    py_state = random.getstate()
+    numpy = sys.modules.get("numpy")
+    np_state = numpy.random.get_state() if numpy is not None else None
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        if np_state is not None:
+            numpy.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def preserved(model: Any, rngs: bool = True) -> Iterator[None]:
+    """The model's modes and buffers and the torch RNGs restored on exit, and with
+    `rngs` Python's and NumPy's RNGs too (pass False only inside `global_rngs()`)."""
     import torch
 
     modes = [(m, m.training) for m in model.modules()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     torch_state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    py_state = random.getstate()
-    numpy = sys.modules.get("numpy")
-    np_state = numpy.random.get_state() if numpy is not None else None
+    outer = global_rngs() if rngs else contextlib.nullcontext()
     try:
-        yield
+        with outer:
+            yield
     finally:
         for module, training in modes:
             module.training = training
@@ -39,6 +59,3 @@ def preserved(model: Any) -> Iterator[None]:
         torch.set_rng_state(torch_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state_all(cuda_state)
-        random.setstate(py_state)
-        if np_state is not None:
-            numpy.random.set_state(np_state)

@@ -79,15 +79,15 @@ def is_user_file(path: str) -> bool:
 # What runs in a frame: the user's code, torch or the standard library (which a
 # walk looks through), another installed package, or nnlint itself.
 USER, TORCH, PACKAGE, NNLINT = 0, 1, 2, 3
-# Frame walks run once per recorded op, so each code object is classified once.
-_code_kinds: dict[Any, int] = {}
+# Frame walks run once per recorded op, so each file is classified once. Keyed by
+# the file name: a str caches its hash, a code object computes it on every lookup.
+_file_kinds: dict[str, int] = {}
 
 
 def frame_kind(frame: FrameType) -> int:
-    code = frame.f_code
-    kind = _code_kinds.get(code)
+    path = frame.f_code.co_filename
+    kind = _file_kinds.get(path)
     if kind is None:
-        path = code.co_filename
         torch_dir = _torch_dir()
         if path.startswith(_NNLINT_DIR):
             kind = NNLINT
@@ -97,7 +97,7 @@ def frame_kind(frame: FrameType) -> int:
             kind = TORCH
         else:
             kind = PACKAGE
-        _code_kinds[code] = kind
+        _file_kinds[path] = kind
     return kind
 
 
@@ -112,7 +112,7 @@ def user_frame(frame: FrameType | None) -> FrameType | None:
     not the model.
     """
     while frame is not None:
-        kind = _code_kinds.get(frame.f_code)
+        kind = _file_kinds.get(frame.f_code.co_filename)
         if kind is None:
             kind = frame_kind(frame)
         if kind == USER:
@@ -128,7 +128,7 @@ def user_caller(frame: FrameType | None) -> FrameType | None:
     is user code: `x = self.conv(x)` calls Conv2d, but an HF model's line calling its
     own submodule has no user caller."""
     while frame is not None:
-        kind = _code_kinds.get(frame.f_code)
+        kind = _file_kinds.get(frame.f_code.co_filename)
         if kind is None:
             kind = frame_kind(frame)
         if kind != TORCH:

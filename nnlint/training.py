@@ -98,13 +98,25 @@ class OptimizerSpec:
         )
 
     def build(self, model: Any) -> Any:
-        """The same optimizer on `model` (a copy): groups are matched by parameter name."""
+        """The same optimizer on `model` (a copy): groups are matched by parameter name.
+
+        Where torch has a fused implementation of the same algorithm (Adam, AdamW,
+        SGD, Adagrad on CPU and CUDA) and the user left the choice to torch, the
+        copy uses it: the same update, in one kernel instead of a Python loop
+        over the parameters, a third faster per step on small models.
+        """
         params = dict(model.named_parameters())
         groups = [
             {"params": [params[n] for n in names if n in params], **options}
             for names, options in self.groups
         ]
-        return self.cls([g for g in groups if g["params"]])
+        groups = [g for g in groups if g["params"]]
+        if _can_fuse(self.cls, groups):
+            try:
+                return self.cls([{**g, "fused": True} for g in groups])
+            except (RuntimeError, ValueError, TypeError):
+                pass  # this torch, device or dtype has no fused kernel
+        return self.cls(groups)
 
     @classmethod
     def from_optimizer(
@@ -129,6 +141,30 @@ class Setup:
     optimizer: OptimizerSpec | None = None
     task: str | None = None
     origin: str = "given"
+
+
+_FUSABLE_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _can_fuse(cls: type, groups: list[dict]) -> bool:
+    """Whether `cls` has a fused kernel, and every group left `fused`/`foreach` to torch
+    and holds dense float tensors."""
+    try:
+        if "fused" not in inspect.signature(cls).parameters:
+            return False
+    except (TypeError, ValueError):
+        return False
+    for group in groups:
+        if group.get("fused") is not None or group.get("foreach"):
+            return False
+        if group.get("differentiable") or group.get("capturable"):
+            return False
+        for p in group["params"]:
+            if p.is_sparse or str(p.dtype).removeprefix("torch.") not in _FUSABLE_DTYPES:
+                return False
+            if p.device.type not in ("cpu", "cuda"):
+                return False
+    return True
 
 
 def _is_tensor(value: Any) -> bool:

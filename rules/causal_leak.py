@@ -147,7 +147,7 @@ batch = (tokens[:, :-1], tokens[:, 1:])
         import torch
 
         from nnlint import probes
-        from nnlint.dynamic import SEED
+        from nnlint.dynamic import reseed
 
         model = ctx.fresh(train=True)
         x = probes.get_input(args, kwargs, key)
@@ -157,7 +157,7 @@ batch = (tokens[:, :-1], tokens[:, 1:])
             row[0, p + 1 :] = probes.random_like(row[0, p + 1 :], gen)
             outs = []
             for inp in (x, row):
-                torch.manual_seed(SEED)
+                reseed()
                 with torch.no_grad():
                     try:
                         outs.append(

@@ -64,12 +64,12 @@ batch = torch.randn(4, 8)
         import torch
 
         from nnlint import probes
-        from nnlint.dynamic import SEED, fmt
+        from nnlint.dynamic import SEED, fmt, reseed
 
         model = ctx.fresh(train=False)
         runs = []
         for seed in (SEED, SEED + 1):
-            torch.manual_seed(seed)
+            reseed(seed)
             with torch.no_grad():
                 runs.append(probes.record(model, lambda: ctx.run(model)))
         (out_a, rec_a), (out_b, rec_b) = runs
