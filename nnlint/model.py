@@ -170,11 +170,10 @@ def build_model(spec: str, target: Any, kwargs: dict[str, Any]) -> Any:
 
 
 def _definition_site(target: Any, model: Any) -> tuple[str | None, int]:
+    from nnlint.sites import definition
+
     subject = target if inspect.isclass(target) or inspect.isfunction(target) else type(model)
-    try:
-        return inspect.getsourcefile(subject), inspect.getsourcelines(subject)[1]
-    except (OSError, TypeError):
-        return None, 1
+    return definition(subject) or (None, 1)
 
 
 def load_model(spec: str, kwargs: dict[str, Any], search_dirs: list[Path]) -> LoadedModel:

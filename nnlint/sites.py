@@ -22,7 +22,9 @@ API, shared by the graph and dynamic phases:
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import linecache
 import os
 import re
 import sys
@@ -204,13 +206,36 @@ def _attribute_line(parent: Any, attr: str) -> Site | None:
 
 
 def _class_line(module: Any) -> Site | None:
+    found = definition(type(module))
+    return Site(*found) if found is not None and is_user_file(found[0]) else None
+
+
+@functools.lru_cache(maxsize=512)
+def definition(obj: Any) -> tuple[str, int] | None:
+    """The file and first line (its first decorator's, if any) of a class or function.
+
+    For a class, `inspect.getsourcelines` parses the whole file to find it (tens
+    of milliseconds on a large file); a class whose name starts one `class`
+    line only is found by reading the lines instead.
+    """
     try:
-        path = inspect.getsourcefile(type(module))
-        return (
-            Site(path, inspect.getsourcelines(type(module))[1])
-            if path and is_user_file(path)
-            else None
-        )
+        path = inspect.getsourcefile(obj)
+    except TypeError:
+        return None
+    if path is None:
+        return None
+    if inspect.isclass(obj):
+        linecache.checkcache(path)
+        lines = linecache.getlines(path)
+        pattern = re.compile(rf"\s*class\s+{re.escape(obj.__name__)}\b")
+        hits = [i for i, text in enumerate(lines) if pattern.match(text)]
+        if len(hits) == 1:
+            start = hits[0]
+            while start > 0 and lines[start - 1].lstrip().startswith("@"):
+                start -= 1
+            return path, start + 1
+    try:
+        return path, inspect.getsourcelines(obj)[1]
     except (OSError, TypeError):
         return None
 
