@@ -15,7 +15,8 @@ class ForwardCalledDirectly(ScriptRule):
     ## What it does
     Flags `model.forward(x)` and `self.encoder.forward(x)`. Calls that must
     name `forward` are left alone: `super().forward(x)`,
-    `Base.forward(self, x)` and `self.forward(x)`.
+    `Base.forward(self, x)`, `type(module).forward(module, x)` and
+    `self.forward(x)`.
 
     ## Why is this bad?
     `model(x)` runs the forward pre-hooks and hooks around `forward`;
@@ -61,6 +62,8 @@ class Head(torch.nn.Linear):
 class Twice(Head):
     def forward(self, x):
         return Head.forward(self, x) + self.forward_once(x)
+def unhooked(module, x):
+    return type(module).forward(module, x)
 
 model = Head(4, 2)
 logits = model(torch.randn(1, 4))
@@ -81,8 +84,8 @@ logits = model(torch.randn(1, 4))
 
 def _names_forward_on_purpose(receiver: cst.BaseExpression) -> bool:
     """`super()`, `self` and classes (`Base.forward(self, x)`) must name `forward`."""
-    if isinstance(receiver, cst.Call):
-        return isinstance(receiver.func, cst.Name) and receiver.func.value == "super"
+    if isinstance(receiver, cst.Call):  # super().forward(x), type(m).forward(m, x)
+        return isinstance(receiver.func, cst.Name) and receiver.func.value in ("super", "type")
     if isinstance(receiver, cst.Attribute):
         last = receiver.attr.value
     elif isinstance(receiver, cst.Name):
