@@ -141,3 +141,63 @@ def test_import_nnlint_stays_torch_free():
 
     code = "import sys, nnlint; assert callable(nnlint.check); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _context(model):
+    from nnlint.training import Setup
+
+    setup = Setup(model, args=(torch.randn(4, 1, 28, 28),))
+    return nnlint.dynamic.DynamicContext(setup, path="m.py", line=1)
+
+
+def test_a_used_copy_is_reused_with_the_users_weights_restored():
+    torch.manual_seed(0)
+    model = LeNet()
+    ctx = _context(model)
+    first = ctx.fresh()
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(1.0)
+    first.fc1.weight.requires_grad_(False)
+    ctx.begin(None)  # the next check starts: the first one's copy comes back
+    second = ctx.fresh(train=False)
+    assert second is first
+    assert not second.training
+    for mine, theirs in zip(second.parameters(), model.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+        assert mine.requires_grad == theirs.requires_grad and mine.grad is None
+
+
+def test_a_copy_left_with_a_hook_or_another_dtype_is_not_reused():
+    torch.manual_seed(0)
+    model = LeNet()
+    ctx = _context(model)
+    hooked = ctx.fresh()
+    hooked.fc1.register_forward_hook(lambda *a: None)
+    ctx.begin(None)
+    doubled = ctx.fresh().double()
+    assert doubled is not hooked
+    ctx.begin(None)
+    third = ctx.fresh()
+    assert third is not hooked and third is not doubled
+    assert all(p.dtype == torch.float32 for p in third.parameters())
+
+
+def test_optimizer_copies_use_the_fused_kernel_only_where_the_user_left_the_choice():
+    from nnlint.training import OptimizerSpec, default_optimizer
+
+    model = MLP()
+    copy = MLP()
+    cases = [
+        (torch.optim.Adam(model.parameters(), lr=1e-3), True),
+        (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), True),
+        (torch.optim.AdamW(model.parameters(), foreach=True), None),
+        (torch.optim.Adam(model.parameters(), fused=False), False),
+        (torch.optim.RMSprop(model.parameters()), None),
+    ]
+    for optimizer, fused in cases:
+        built = OptimizerSpec.from_optimizer(optimizer, model).build(copy)
+        assert type(built) is type(optimizer)
+        assert built.param_groups[0].get("fused") == fused, type(optimizer).__name__
+        assert built.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    assert default_optimizer(model).build(copy).param_groups[0]["fused"] is True

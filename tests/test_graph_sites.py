@@ -92,3 +92,23 @@ def test_library_files_are_not_user_files():
     assert not is_user_file(torch.nn.modules.conv.__file__)
     assert not is_user_file("<frozen importlib._bootstrap>")
     assert is_user_file(__file__)
+
+
+def test_definition_lines_match_inspect_without_parsing_the_file(tmp_path, monkeypatch):
+    import importlib
+    import inspect
+
+    from nnlint.sites import definition
+
+    (tmp_path / "defs_mod.py").write_text(
+        "import os\n\n\n"
+        "def deco(cls):\n    return cls\n\n\n"
+        "@deco\n@deco\nclass Decorated:\n    pass\n\n\n"
+        "class Plain:\n    class Inner:\n        pass\n\n\n"
+        "def make():\n    class Plain:\n        pass\n    return Plain\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = importlib.import_module("defs_mod")
+    for obj in (mod.Decorated, mod.Plain, mod.Plain.Inner, mod.make, mod.deco):
+        assert definition(obj) == (inspect.getsourcefile(obj), inspect.getsourcelines(obj)[1])
+    assert definition(mod.make())[1] == inspect.getsourcelines(mod.make())[1]
