@@ -9,7 +9,6 @@ states are bit-identical afterwards (`nnlint.preserve.preserved`).
 
 from __future__ import annotations
 
-import copy
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from nnlint import probes
+from nnlint.copies import Copies
 from nnlint.diagnostics import CheckSkipped, InternalError
 from nnlint.finding import Finding, Severity
 from nnlint.preserve import preserved
@@ -43,37 +43,6 @@ def reseed(seed: int = SEED) -> None:
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_initialized():
         torch.cuda.manual_seed_all(seed)
-
-
-_HOOKS = (
-    "_forward_hooks",
-    "_forward_pre_hooks",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-    "_state_dict_hooks",
-    "_load_state_dict_pre_hooks",
-)
-
-
-def _same_structure(copy_: Any, original: Any) -> bool:
-    """Whether a used copy still mirrors `original`: same modules, hooks and tensor layouts."""
-    mods = list(copy_.modules())
-    originals = list(original.modules())
-    if len(mods) != len(originals):
-        return False
-    for mine, theirs in zip(mods, originals, strict=True):
-        if type(mine) is not type(theirs) or mine._parameters.keys() != theirs._parameters.keys():
-            return False
-        if mine._buffers.keys() != theirs._buffers.keys():
-            return False
-        if any(len(getattr(mine, h, ())) != len(getattr(theirs, h, ())) for h in _HOOKS):
-            return False
-    mine = [*copy_.parameters(), *copy_.buffers()]
-    theirs = [*original.parameters(), *original.buffers()]
-    return len(mine) == len(theirs) and all(
-        a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and not a.is_sparse
-        for a, b in zip(mine, theirs, strict=True)
-    )
 
 
 class Skip(Exception):
@@ -128,13 +97,12 @@ class DynamicContext:
         self.settings: Any = None
         self.rule: Any = None
         self._base: Base | None = None
-        self._lent: list[Any] = []  # copies handed out to the running check
-        self._spare: Any = None  # a copy the last check is done with, to reuse
+        self._copies = Copies(self.model)
 
     # -- running the model -------------------------------------------------
 
     def begin(self, rule: Any) -> None:
-        self._take_back()
+        self._copies.take_back(keep=self._base.model if self._base is not None else None)
         reseed()
         self.rule = rule
         self.deadline = time.monotonic() + self.budget
@@ -147,17 +115,8 @@ class DynamicContext:
         return torch.Generator().manual_seed(SEED + offset)
 
     def fresh(self, train: bool = True, dropout: bool = True) -> Any:
-        """A copy of the user's model, in train or eval mode, gradients cleared.
-
-        The copy has the user's weights and buffers. It is a deep copy, or the
-        copy an earlier check was done with, its tensors copied back from the
-        user's model: deep-copying a module costs milliseconds of Python per
-        call, more than the small checks themselves.
-        """
-        model = self._reuse()
-        if model is None:
-            model = copy.deepcopy(self.model)
-        self._lent.append(model)
+        """A copy of the user's model (`nnlint.copies`), in train or eval mode, gradients cleared."""
+        model = self._copies.get()
         model.train(train)
         for module in model.modules():
             if not dropout and isinstance(module, torch.nn.modules.dropout._DropoutNd):
@@ -166,29 +125,6 @@ class DynamicContext:
                 module.eval()  # train-mode BatchNorm cannot normalize a single sample
         for p in model.parameters():
             p.grad = None
-        return model
-
-    def _take_back(self) -> None:
-        """Keep one copy the finished check handed back unchanged in structure."""
-        lent, self._lent = self._lent, []
-        held = self._base.model if self._base is not None else None
-        for model in reversed(lent):
-            if model is not held and _same_structure(model, self.model):
-                self._spare = model
-                return
-
-    def _reuse(self) -> Any:
-        model, self._spare = self._spare, None
-        if model is None:
-            return None
-        with torch.no_grad():
-            pairs = (
-                *zip(model.parameters(), self.model.parameters(), strict=True),
-                *zip(model.buffers(), self.model.buffers(), strict=True),
-            )
-            for mine, theirs in pairs:
-                mine.copy_(theirs)
-                mine.requires_grad_(theirs.requires_grad)
         return model
 
     def run(

@@ -62,7 +62,8 @@ class ScriptContext:
         return Tree(self.module)
 
     @cached_property
-    def _scopes(self) -> Any:
+    def scopes(self) -> Any:
+        """libcst's scope of every node (`ScopeProvider`), resolved once."""
         return self.wrapper.resolve(ScopeProvider)
 
     @cached_property
@@ -93,7 +94,7 @@ class ScriptContext:
         return {q.name for q in self.qualified_names(node)}
 
     def scope(self, node: cst.CSTNode) -> Any:
-        return self._scopes.get(node)
+        return self.scopes.get(node)
 
     def shared(self, key: str, build: Any) -> Any:
         """A per-file analysis computed once and shared by every rule that asks for it."""

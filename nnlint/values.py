@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import libcst as cst
-from libcst.metadata import Assignment, ScopeProvider
+from libcst.metadata import Assignment
 
 from nnlint.source import ScriptContext
 
@@ -76,7 +76,7 @@ class Values:
         self.ctx = ctx
         self.referents: dict[cst.CSTNode, set] = {}
         self.tree = ctx.tree
-        for scope in {s for s in ctx.wrapper.resolve(ScopeProvider).values() if s is not None}:
+        for scope in {s for s in ctx.scopes.values() if s is not None}:
             for access in scope.accesses:
                 self.referents[access.node] = set(access.referents)
         self.functions: dict[str, list[cst.FunctionDef]] = {}
