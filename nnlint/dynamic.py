@@ -5,10 +5,18 @@ values) and one backward with the real loss (gradient flow) serve many rules.
 Each check runs on a fresh copy of the model under a seeded RNG, a fixed
 thread count and a time budget; the user's model, parameters and global RNG
 states are bit-identical afterwards (`nnlint.preserve.preserved`).
+
+The one long check (cannot-overfit trains a copy for up to a few hundred
+steps) runs in a worker thread beside the others where that cannot change any
+result: on the CPU, for small models, when the model's forward draws nothing
+from the global RNG. Torch releases the GIL inside its kernels and autograd,
+so on two cores the short checks then cost little wall time.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import signal
 import sys
 import threading
@@ -31,6 +39,10 @@ from nnlint.training import LossSpec, OptimizerSpec, Setup
 SEED = 1234
 THREADS = 1
 CHECK_BUDGET = 20.0  # seconds per check; the shared passes count against the first check using them
+# The most parameter and buffer bytes of a model whose long check may run beside the others.
+ALONGSIDE_MAX_BYTES = 64 * 2**20
+
+_worker = threading.local()  # `active` in a worker thread running a check alongside the others
 
 
 def reseed(seed: int = SEED) -> None:
@@ -40,6 +52,8 @@ def reseed(seed: int = SEED) -> None:
     (CUDA, XPU, MTIA) and records a stack trace for each, about 1.5 ms a call;
     the checks reseed often enough for that to count.
     """
+    if getattr(_worker, "active", False):
+        raise RuntimeError("a check running alongside the others cannot reseed the global RNG")
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_initialized():
         torch.cuda.manual_seed_all(seed)
@@ -99,11 +113,21 @@ class DynamicContext:
         self._base: Base | None = None
         self._copies = Copies(self.model)
 
+    def alongside(self) -> DynamicContext:
+        """A view of this context for a check running in a worker thread: its own
+        model copies, rule and deadline; the shared passes as computed so far."""
+        view = copy.copy(self)
+        view._copies = Copies(self.model)
+        view.rule = None
+        view.deadline = float("inf")
+        return view
+
     # -- running the model -------------------------------------------------
 
     def begin(self, rule: Any) -> None:
         self._copies.take_back(keep=self._base.model if self._base is not None else None)
-        reseed()
+        if not getattr(_worker, "active", False):  # a check alongside draws no random numbers
+            reseed()
         self.rule = rule
         self.deadline = time.monotonic() + self.budget
 
@@ -268,28 +292,132 @@ def run_checks(
     timings: dict[str, float] | None = None,
     progress: bool = True,
 ) -> list[Finding]:
-    """Run each dynamic rule on `ctx`; skips become NN007, crashes NN001."""
-    findings: list[Finding] = []
+    """Run each dynamic rule on `ctx`; skips become NN007, crashes NN001.
+
+    Rules marked `alongside` start first in worker threads where `_overlap`
+    allows it; findings come back in rule order either way.
+    """
+    results: dict[int, list[Finding]] = {}
     timings = timings if timings is not None else {}
     threads = torch.get_num_threads()
     bar = _progress(rules, progress)
     cuda = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    workers: dict[int, _Alongside] = {}
     with preserved(ctx.model), torch.random.fork_rng(devices=cuda):
         torch.set_num_threads(min(THREADS, threads))
         try:
-            for rule in rules:
+            workers = _start_alongside(ctx, rules, verbose, debug)
+            for index, rule in enumerate(rules):
+                if index in workers:
+                    continue
                 if bar is not None:
                     bar.set_postfix_str(rule.name)
                 start = time.perf_counter()
-                findings.extend(_run_one(ctx, rule, verbose, debug))
+                results[index] = _run_one(ctx, rule, verbose, debug)
                 timings[f"dynamic.{rule.name}"] = round(time.perf_counter() - start, 4)
                 if bar is not None:
                     bar.update()
+            for index, worker in workers.items():
+                if bar is not None:
+                    bar.set_postfix_str(worker.rule.name)
+                results[index] = worker.result()
+                timings[f"dynamic.{worker.rule.name}"] = round(worker.seconds, 4)
+                if bar is not None:
+                    bar.update()
         finally:
+            for worker in workers.values():
+                worker.view.deadline = float("-inf")  # left early: stop at its next tick
             torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
-    return findings
+    return [f for index in sorted(results) for f in results[index]]
+
+
+class _Alongside(threading.Thread):
+    """One check running in a worker thread on its own view of the context."""
+
+    def __init__(self, view: DynamicContext, rule: Any, verbose: bool, debug: bool) -> None:
+        super().__init__(name=f"nnlint-{rule.name}", daemon=True)
+        self.view, self.rule, self.verbose, self.debug = view, rule, verbose, debug
+        self.findings: list[Finding] | None = None
+        self.seconds = 0.0
+        self.started = time.perf_counter()
+        self.limit = time.monotonic() + view.budget + 1.0
+
+    def run(self) -> None:
+        _worker.active = True
+        try:
+            self.findings = _run_one(self.view, self.rule, self.verbose, self.debug)
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape a worker thread
+            self.findings = [_crashed(self.view, self.rule, exc, self.debug)]
+        finally:
+            self.seconds = time.perf_counter() - self.started
+
+    def result(self) -> list[Finding]:
+        """The check's findings, once it is done or past its budget (then left to stop at its next tick)."""
+        self.join(max(0.0, self.limit - time.monotonic()))
+        if self.is_alive() or self.findings is None:
+            self.seconds = time.perf_counter() - self.started
+            return [_skipped(self.view, self.rule, f"ran past its {self.view.budget:g} s budget")]
+        return self.findings
+
+
+def _start_alongside(
+    ctx: DynamicContext, rules: list, verbose: bool, debug: bool
+) -> dict[int, _Alongside]:
+    """Start the `alongside` rules in worker threads where `_overlap` allows; index -> worker."""
+    wanted = [i for i, rule in enumerate(rules) if getattr(rule, "alongside", False)]
+    if not wanted or len(wanted) == len(rules):
+        return {}
+    view = _overlap(ctx)
+    if view is None:
+        return {}
+    try:
+        ctx.base()  # the shared passes draw from the RNG: compute them here, not in a worker
+    except Exception:
+        return {}  # whichever check needs them reports the error
+    views = [view, *(ctx.alongside() for _ in wanted[1:])]
+    workers = {
+        i: _Alongside(v, rules[i], verbose, debug) for i, v in zip(wanted, views, strict=True)
+    }
+    for worker in workers.values():
+        worker.start()
+    return workers
+
+
+def _overlap(ctx: DynamicContext) -> DynamicContext | None:
+    """A view for a long check to run beside the others, where that changes no result
+    and adds little memory: two cores, the CPU, a small model, and a train-mode forward
+    (dropout off, as the long check trains) that draws nothing from the global RNG.
+    The copy that forward ran on is kept in the view for the check."""
+    if ctx.device != "cpu" or _cores() < 2:
+        return None
+    if any(type(m).__name__ == "OptimizedModule" for m in ctx.model.modules()):
+        return None  # torch.compile'd code is not known to be safe to run in two threads
+    tensors = [*ctx.model.parameters(), *ctx.model.buffers()]
+    if any(t.device.type != "cpu" for t in tensors):
+        return None
+    if sum(t.numel() * t.element_size() for t in tensors) > ALONGSIDE_MAX_BYTES:
+        return None
+    view = ctx.alongside()
+    try:
+        model = view.fresh(train=True, dropout=False)
+        before = torch.default_generator.get_state()
+        with torch.no_grad():
+            view.run(model)
+        drew = not torch.equal(before, torch.default_generator.get_state())
+    except Exception:
+        return None  # the check itself will meet and report the error
+    finally:
+        view._copies.take_back()
+    return None if drew else view
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _run_one(ctx: DynamicContext, rule: Any, verbose: bool, debug: bool) -> list[Finding]:
@@ -304,16 +432,18 @@ def _run_one(ctx: DynamicContext, rule: Any, verbose: bool, debug: bool) -> list
     except CheckTimeout:
         return [_skipped(ctx, rule, f"ran past its {ctx.budget:g} s budget")]
     except Exception as exc:
-        return [
-            InternalError.make(
-                ctx.path,
-                ctx.line,
-                1,
-                rule=f"{rule.code} ({rule.name})",
-                error=f"{type(exc).__name__}: {exc}",
-                note=traceback.format_exc() if debug else None,
-            )
-        ]
+        return [_crashed(ctx, rule, exc, debug)]
+
+
+def _crashed(ctx: DynamicContext, rule: Any, exc: BaseException, debug: bool) -> Finding:
+    return InternalError.make(
+        ctx.path,
+        ctx.line,
+        1,
+        rule=f"{rule.code} ({rule.name})",
+        error=f"{type(exc).__name__}: {exc}",
+        note=traceback.format_exc() if debug else None,
+    )
 
 
 def _skipped(ctx: DynamicContext, rule: Any, reason: str) -> Finding:

@@ -140,6 +140,14 @@ class GraphRule(Rule):
 
 
 class DynamicRule(Rule):
-    """Runs the model; gets a dynamic context with model, batch, loss and optimizer."""
+    """Runs the model; gets a dynamic context with model, batch, loss and optimizer.
+
+    `alongside = True` marks a long check (training a copy for hundreds of
+    steps) that may run in a worker thread while the others run, on small CPU
+    models whose forward draws nothing from the global RNG
+    (`nnlint.dynamic.run_checks`). Such a check must not reseed or draw from the
+    global RNG itself; `nnlint.dynamic.reseed` raises there.
+    """
 
     kind = Phase.DYNAMIC
+    alongside: ClassVar[bool] = False

@@ -201,3 +201,96 @@ def test_optimizer_copies_use_the_fused_kernel_only_where_the_user_left_the_choi
         assert built.param_groups[0].get("fused") == fused, type(optimizer).__name__
         assert built.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
     assert default_optimizer(model).build(copy).param_groups[0]["fused"] is True
+
+
+# -- the long check alongside the others ------------------------------------------
+
+
+class NoisyInput(MLP):
+    """Draws from the global RNG in every forward, dropout or not."""
+
+    def forward(self, x):
+        return super().forward(x + 0.01 * torch.randn_like(x))
+
+
+def planted_mlp():
+    torch.manual_seed(0)
+    model = MLP()
+    torch.nn.init.normal_(model.head.weight, std=5.0)
+    return model
+
+
+def test_findings_are_the_same_with_and_without_the_long_check_alongside(monkeypatch):
+    from test_dynamic_models import SigmoidMLP
+
+    for build in (planted_mlp, SigmoidMLP):
+        torch.manual_seed(0)
+        model = build()
+        alongside = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
+        with monkeypatch.context() as m:
+            m.setattr(nnlint.dynamic, "ALONGSIDE_MAX_BYTES", -1)
+            one_by_one = nnlint.check(
+                model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"]
+            )
+        assert alongside and alongside == one_by_one
+
+
+def overlaps(model, **settings):
+    from nnlint.dynamic import DynamicContext, _overlap
+    from nnlint.training import LossSpec, Setup
+
+    x, y = features()
+    setup = Setup(model, (x,), {}, LossSpec("cross_entropy", target=y))
+    return _overlap(DynamicContext(setup, path="m.py", line=1, **settings)) is not None
+
+
+def test_the_long_check_runs_alongside_only_where_nothing_can_change():
+    torch.manual_seed(0)
+    assert overlaps(MLP())
+    assert not overlaps(NoisyInput())  # its forward draws from the RNG the other checks seed
+    assert not overlaps(MLP(), device="cuda")
+    big = MLP()
+    big.extra = torch.nn.Linear(4096, 4096 + 1024)  # 84 MiB of parameters
+    assert not overlaps(big)
+
+
+def test_a_model_that_draws_random_numbers_gives_the_same_text_twice():
+    torch.manual_seed(0)
+    model = NoisyInput()
+    torch.nn.init.normal_(model.head.weight, std=5.0)
+    first = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
+    second = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
+    assert first and [f.message for f in first] == [f.message for f in second]
+
+
+def test_a_check_alongside_past_its_budget_is_an_nn007_and_the_others_still_report(monkeypatch):
+    monkeypatch.setattr(nnlint.dynamic, "CHECK_BUDGET", 0.0)
+    found = nnlint.check(
+        planted_mlp(), batch=features(), loss_fn=F.cross_entropy, select=["NN309", "NN301", "NN007"]
+    )
+    by_code = {f.code: f.message for f in found}
+    assert by_code["NN007"] == "NN309 (cannot-overfit) skipped: ran past its 0 s budget"
+    assert (
+        "loss at init" in by_code["NN301"]
+    )  # from the shared pass, computed before the budget ran
+
+
+def test_a_check_alongside_cannot_reseed_the_rng_the_others_share():
+    import threading
+
+    from nnlint.dynamic import _worker, reseed
+
+    errors = []
+
+    def worker():
+        _worker.active = True
+        try:
+            reseed()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert errors and "cannot reseed" in errors[0]
+    reseed()  # the main thread still can
