@@ -197,15 +197,12 @@ class _Lookahead:
     FROM = 0.25  # of the way to the target before looking ahead
 
     def __init__(self, model, cap: int) -> None:
-        import torch
-
         self.cap = cap
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.buffers = list(model.buffers())
         size = sum(p.numel() * p.element_size() for p in self.params)
         self.enabled = 0 < size <= self.MAX_BYTES
-        self.torch = torch
-        self.last = self._snapshot() if self.enabled else None  # the weights EVERY steps ago
+        self.last: list | None = None  # the weights EVERY steps ago
 
     def _snapshot(self) -> list:
         return [p.detach().clone() for p in self.params]
@@ -214,7 +211,7 @@ class _Lookahead:
         """Called after each optimizer step: whether to look ahead now."""
         if not self.enabled or step % self.EVERY:
             return False
-        if step < 2 * self.EVERY or progress < self.FROM or step >= self.cap:
+        if self.last is None or progress < self.FROM or step >= self.cap:
             self.last = self._snapshot()
             return False
         return True
@@ -222,7 +219,8 @@ class _Lookahead:
     def loss(self, step: int, forward) -> float:
         """The loss (one forward, no gradient) at the extrapolated weights; the weights
         and buffers are restored exactly afterwards."""
-        torch = self.torch
+        import torch
+
         now = self._snapshot()
         buffers = [b.detach().clone() for b in self.buffers]
         scale = min(self.AHEAD * step, self.cap - step) / self.EVERY
