@@ -42,9 +42,18 @@ def test_user_model_parameters_modes_and_rng_are_untouched():
     assert optimizer.state == {}
 
 
-def test_same_model_gives_the_same_text_twice():
+class NoisyInput(MLP):
+    """Draws from the global RNG in every forward, dropout or not."""
+
+    def forward(self, x):
+        return super().forward(x + 0.01 * torch.randn_like(x))
+
+
+@pytest.mark.parametrize("build", [MLP, NoisyInput])
+def test_same_model_gives_the_same_text_twice(build):
+    """Also for a model drawing random numbers, whose checks all run one after another."""
     torch.manual_seed(0)
-    model = MLP()
+    model = build()
     torch.nn.init.normal_(model.head.weight, std=5.0)
     first = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
     second = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
@@ -206,13 +215,6 @@ def test_optimizer_copies_use_the_fused_kernel_only_where_the_user_left_the_choi
 # -- the long check alongside the others ------------------------------------------
 
 
-class NoisyInput(MLP):
-    """Draws from the global RNG in every forward, dropout or not."""
-
-    def forward(self, x):
-        return super().forward(x + 0.01 * torch.randn_like(x))
-
-
 def planted_mlp():
     torch.manual_seed(0)
     model = MLP()
@@ -252,15 +254,6 @@ def test_the_long_check_runs_alongside_only_where_nothing_can_change():
     big = MLP()
     big.extra = torch.nn.Linear(4096, 4096 + 1024)  # 84 MiB of parameters
     assert not overlaps(big)
-
-
-def test_a_model_that_draws_random_numbers_gives_the_same_text_twice():
-    torch.manual_seed(0)
-    model = NoisyInput()
-    torch.nn.init.normal_(model.head.weight, std=5.0)
-    first = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
-    second = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
-    assert first and [f.message for f in first] == [f.message for f in second]
 
 
 def test_a_check_alongside_past_its_budget_is_an_nn007_and_the_others_still_report(monkeypatch):
