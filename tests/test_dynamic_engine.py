@@ -237,6 +237,10 @@ def test_findings_are_the_same_with_and_without_the_long_check_alongside(monkeyp
         assert alongside and alongside == one_by_one
 
 
+class OptimizedModule(MLP):
+    """Named like the wrapper `torch.compile` returns; compiling for real takes seconds."""
+
+
 def overlaps(model, **settings):
     from nnlint.dynamic import DynamicContext, _overlap
     from nnlint.training import LossSpec, Setup
@@ -251,6 +255,7 @@ def test_the_long_check_runs_alongside_only_where_nothing_can_change():
     assert overlaps(MLP())
     assert not overlaps(NoisyInput())  # its forward draws from the RNG the other checks seed
     assert not overlaps(MLP(), device="cuda")
+    assert not overlaps(OptimizedModule())  # what torch.compile returns
     big = MLP()
     big.extra = torch.nn.Linear(4096, 4096 + 1024)  # 84 MiB of parameters
     assert not overlaps(big)
