@@ -349,8 +349,8 @@ def run_nnlint(case: Case) -> tuple[float, list]:
 
 def dynamic_defaults() -> list[str]:
     """The dynamic rules a plain `nnlint train.py --model ...` runs (on by default)."""
-    from nnlint.finding import Phase
-    from nnlint.registry import load_registry
+    from nnlint.core.finding import Phase
+    from nnlint.core.registry import load_registry
 
     return [r.code for r in load_registry().rules if r.kind is Phase.DYNAMIC and r.default_enabled]
 
@@ -427,7 +427,7 @@ def measure(args) -> list[Row]:
     import neural_net_checklist.torch_diagnostics  # noqa: F401  both libraries imported untimed
 
     import nnlint.api  # noqa: F401
-    from nnlint.registry import load_registry
+    from nnlint.core.registry import load_registry
 
     load_registry()  # nnlint imports its rule modules once per process
     rows = []

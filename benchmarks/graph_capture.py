@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nnlint.capture import record
-from nnlint.inputs import Batch, call
+from nnlint.graph.record import record
+from nnlint.setup.inputs import Batch, call
 
 
 class LeNet(nn.Module):

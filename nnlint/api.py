@@ -1,7 +1,7 @@
 """Lint a model from Python: `nnlint.api.check(model, batch, loss_fn=...)`.
 
 `check` runs the same model phases as `nnlint train.py --model mod:Net`
-(`nnlint.model.run_model_phases`) on objects you already have, in a notebook
+(`nnlint.pipeline.run_model_phases`) on objects you already have, in a notebook
 or a test, and applies `# noqa` comments like the command line does.
 `check_example` runs a graph or dynamic rule's example: source that defines
 `model` and may define `batch`, `loss_fn` and `optimizer`.
@@ -10,7 +10,6 @@ or a test, and applies `# noqa` comments like the command line does.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 import tempfile
 import textwrap
@@ -19,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nnlint.config import Settings
-from nnlint.finding import Finding, Phase
-from nnlint.registry import load_registry
-from nnlint.suppress import Suppressor
+from nnlint.core.config import Settings
+from nnlint.core.finding import Finding, Phase
+from nnlint.core.registry import load_registry
+from nnlint.core.suppress import Suppressor
 
 
 def _settings(options: dict[str, Any]) -> Settings:
@@ -53,8 +52,8 @@ def check(
     import torch
 
     from nnlint.engine import instantiate
-    from nnlint.model import run_model_phases
-    from nnlint.sites import recording
+    from nnlint.pipeline import CallerObjects, run_model_phases
+    from nnlint.setup.sites import recording
 
     config = _settings(settings)
     registry = load_registry()
@@ -68,9 +67,7 @@ def check(
     if not isinstance(model, torch.nn.Module):
         with recording():
             model = model_or_factory()
-    findings = run_model_phases(
-        config, rules, {}, model=model, batch=batch, loss_fn=loss_fn, optimizer=optimizer
-    )
+    findings = run_model_phases(config, rules, {}, CallerObjects(model, batch, loss_fn, optimizer))
     enabled = {r.code for r in chosen}
     found = [f for f in Suppressor(config.root).apply(findings) if f.code in enabled]
     return sorted(set(found), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
@@ -79,18 +76,17 @@ def check(
 def check_example(source: str, select: Sequence[str] | None = None) -> list[Finding]:
     """Findings for a rule example: the source is written to a file and imported, so
     construction sites point into it, then `check` runs on its `model`."""
-    from nnlint.sites import recording
+    from nnlint.setup.load import module_from_file
+    from nnlint.setup.sites import recording
 
     with tempfile.TemporaryDirectory() as tmp:
         name = f"nnlint_example_{uuid.uuid4().hex}"
         path = Path(tmp) / f"{name}.py"
         path.write_text(textwrap.dedent(source), encoding="utf-8")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        module = module_from_file(path, name)
         try:
             with recording():
-                spec.loader.exec_module(module)
+                module.__spec__.loader.exec_module(module)
             namespace = vars(module)
             return check(
                 namespace["model"],

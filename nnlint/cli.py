@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
-from nnlint.config import Settings, find_config, load_config, parse_shape
-from nnlint.errors import UsageError
-from nnlint.finding import Severity
+from nnlint.core.config import Settings, find_config, load_config, parse_shape
+from nnlint.core.errors import UsageError
+from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, render
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -31,118 +31,185 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+# The flags, as data: (group, names, argparse keywords). Types that need a
+# function of this module are named by string and resolved in `build_parser`.
+FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
+    (
+        "model",
+        ("--model",),
+        {
+            "metavar": "SPEC",
+            "help": "module:Name or path/file.py:Name; enables graph and dynamic checks",
+        },
+    ),
+    (
+        "model",
+        ("--model-kwargs",),
+        {"metavar": "JSON", "help": "keyword arguments for the model, as a JSON object"},
+    ),
+    (
+        "model",
+        ("--script",),
+        {"metavar": "PATH", "help": "the training script, when several paths are given"},
+    ),
+    (
+        "model",
+        ("--data",),
+        {"metavar": "SPEC", "help": "module:fn giving a batch, DataLoader or Dataset"},
+    ),
+    ("model", ("--task",), {"choices": ("classification", "causal-lm", "regression")}),
+    (
+        "model",
+        ("--loss",),
+        {"metavar": "SPEC", "help": "module:fn loss to use without a training script"},
+    ),
+    (
+        "model",
+        ("--optimizer",),
+        {"metavar": "NAME", "help": "torch.optim class for the overfit check (default Adam)"},
+    ),
+    ("model", ("--input-shape",), {"metavar": "DIMS", "help": "shape of one sample, e.g. 1,28,28"}),
+    (
+        "model",
+        ("--input-dtype",),
+        {"metavar": "DTYPE", "help": "dtype of synthesized inputs, e.g. float32 or long"},
+    ),
+    (
+        "model",
+        ("--device",),
+        {"metavar": "DEVICE", "help": "device for graph and dynamic checks (default cpu)"},
+    ),
+    (
+        "model",
+        ("--capture-timeout",),
+        {"type": float, "metavar": "SECONDS", "help": "time limit for running the training script"},
+    ),
+    (
+        "model",
+        ("--no-capture",),
+        {"action": "store_true", "help": "do not run the training script"},
+    ),
+    (
+        "model",
+        ("--static-only",),
+        {"action": "store_true", "help": "script rules only: never import torch"},
+    ),
+    ("model", ("--no-dynamic",), {"action": "store_true", "help": "skip the dynamic checks"}),
+    (
+        "rule selection",
+        ("--select",),
+        {
+            "type": "csv",
+            "action": "append",
+            "metavar": "CODES",
+            "help": "codes, prefixes or names to enable (replaces the default set)",
+        },
+    ),
+    (
+        "rule selection",
+        ("--extend-select",),
+        {
+            "type": "csv",
+            "action": "append",
+            "metavar": "CODES",
+            "help": "codes, prefixes or names to add",
+        },
+    ),
+    (
+        "rule selection",
+        ("--ignore",),
+        {
+            "type": "csv",
+            "action": "append",
+            "metavar": "CODES",
+            "help": "codes, prefixes or names to disable",
+        },
+    ),
+    (
+        "rule selection",
+        ("--per-file-ignores",),
+        {"action": "append", "metavar": "GLOB:CODES", "help": "e.g. 'tests/*:NN2'"},
+    ),
+    (
+        "rule selection",
+        ("--exclude",),
+        {
+            "type": "csv",
+            "action": "append",
+            "metavar": "GLOBS",
+            "help": "paths to skip when walking directories",
+        },
+    ),
+    (
+        "rule selection",
+        ("--fail-level",),
+        {
+            "choices": [str(s) for s in Severity],
+            "help": "lowest severity that makes the exit code 1 (default warning)",
+        },
+    ),
+    (
+        "output",
+        ("--format",),
+        {"choices": FORMATS, "default": "text", "help": "output format (default text)"},
+    ),
+    ("output", ("-o", "--output-file"), {"metavar": "PATH", "help": "write the report to a file"}),
+    ("output", ("--statistics",), {"action": "store_true", "help": "count findings per rule"}),
+    (
+        "output",
+        ("-q", "--quiet"),
+        {"action": "store_true", "help": "print findings only, no summary"},
+    ),
+    (
+        "output",
+        ("-v", "--verbose"),
+        {"action": "store_true", "help": "also report checks that did not apply"},
+    ),
+    (
+        "output",
+        ("--exit-zero",),
+        {"action": "store_true", "help": "exit 0 even when there are findings"},
+    ),
+    ("output", ("--debug",), {"action": "store_true", "help": "show full tracebacks"}),
+    (
+        "other",
+        ("--config",),
+        {"metavar": "PATH", "help": "config file (default: nearest nnlint.toml or pyproject.toml)"},
+    ),
+    ("other", ("--isolated",), {"action": "store_true", "help": "ignore all configuration files"}),
+    (
+        "other",
+        ("-j", "--jobs"),
+        {"type": int, "metavar": "N", "help": "parallel workers for script rules (default: cores)"},
+    ),
+    ("other", ("--list-rules",), {"action": "store_true", "help": "list every rule and exit"}),
+    ("other", ("--explain",), {"metavar": "CODE", "help": "show a rule's documentation and exit"}),
+    ("other", ("--version",), {"action": "version", "version": f"nnlint {__version__}"}),
+)
+# Settings copied from a flag as given, when the flag is given.
+_PLAIN = ("model", "script", "data", "task", "loss", "optimizer", "input_dtype", "device")
+_PLAIN += ("capture_timeout", "jobs")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    parser = _Parser(
         prog="nnlint",
         description="Lint PyTorch training scripts and models. `nnlint rule CODE` explains a rule.",
     )
-    p.add_argument(
+    parser.add_argument(
         "paths",
         nargs="*",
         metavar="PATH",
         help="files or directories (default: config paths, else .)",
     )
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        metavar="SPEC",
-        help="module:Name or path/file.py:Name; enables graph and dynamic checks",
-    )
-    g.add_argument(
-        "--model-kwargs", metavar="JSON", help="keyword arguments for the model, as a JSON object"
-    )
-    g.add_argument(
-        "--script", metavar="PATH", help="the training script, when several paths are given"
-    )
-    g.add_argument("--data", metavar="SPEC", help="module:fn giving a batch, DataLoader or Dataset")
-    g.add_argument("--task", choices=("classification", "causal-lm", "regression"))
-    g.add_argument("--loss", metavar="SPEC", help="module:fn loss to use without a training script")
-    g.add_argument(
-        "--optimizer", metavar="NAME", help="torch.optim class for the overfit check (default Adam)"
-    )
-    g.add_argument("--input-shape", metavar="DIMS", help="shape of one sample, e.g. 1,28,28")
-    g.add_argument(
-        "--input-dtype", metavar="DTYPE", help="dtype of synthesized inputs, e.g. float32 or long"
-    )
-    g.add_argument(
-        "--device", metavar="DEVICE", help="device for graph and dynamic checks (default cpu)"
-    )
-    g.add_argument(
-        "--capture-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="time limit for running the training script",
-    )
-    g.add_argument("--no-capture", action="store_true", help="do not run the training script")
-    g.add_argument(
-        "--static-only", action="store_true", help="script rules only: never import torch"
-    )
-    g.add_argument("--no-dynamic", action="store_true", help="skip the dynamic checks")
-    s = p.add_argument_group("rule selection")
-    s.add_argument(
-        "--select",
-        type=_csv,
-        action="append",
-        metavar="CODES",
-        help="codes, prefixes or names to enable (replaces the default set)",
-    )
-    s.add_argument(
-        "--extend-select",
-        type=_csv,
-        action="append",
-        metavar="CODES",
-        help="codes, prefixes or names to add",
-    )
-    s.add_argument(
-        "--ignore",
-        type=_csv,
-        action="append",
-        metavar="CODES",
-        help="codes, prefixes or names to disable",
-    )
-    s.add_argument(
-        "--per-file-ignores", action="append", metavar="GLOB:CODES", help="e.g. 'tests/*:NN2'"
-    )
-    s.add_argument(
-        "--exclude",
-        type=_csv,
-        action="append",
-        metavar="GLOBS",
-        help="paths to skip when walking directories",
-    )
-    s.add_argument(
-        "--fail-level",
-        choices=[str(s) for s in Severity],
-        help="lowest severity that makes the exit code 1 (default warning)",
-    )
-    o = p.add_argument_group("output")
-    o.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
-    o.add_argument("-o", "--output-file", metavar="PATH", help="write the report to a file")
-    o.add_argument("--statistics", action="store_true", help="count findings per rule")
-    o.add_argument("-q", "--quiet", action="store_true", help="print findings only, no summary")
-    o.add_argument(
-        "-v", "--verbose", action="store_true", help="also report checks that did not apply"
-    )
-    o.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
-    o.add_argument("--debug", action="store_true", help="show full tracebacks")
-    m = p.add_argument_group("other")
-    m.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: nearest nnlint.toml or pyproject.toml)",
-    )
-    m.add_argument("--isolated", action="store_true", help="ignore all configuration files")
-    m.add_argument(
-        "-j",
-        "--jobs",
-        type=int,
-        metavar="N",
-        help="parallel workers for script rules (default: cores)",
-    )
-    m.add_argument("--list-rules", action="store_true", help="list every rule and exit")
-    m.add_argument("--explain", metavar="CODE", help="show a rule's documentation and exit")
-    m.add_argument("--version", action="version", version=f"nnlint {__version__}")
-    return p
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for group, names, options in FLAGS:
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        if options.get("type") == "csv":
+            options = {**options, "type": _csv}
+        groups[group].add_argument(*names, **options)
+    return parser
 
 
 def _flatten(groups: list[list[str]] | None) -> list[str] | None:
@@ -159,24 +226,26 @@ def _per_file(entries: list[str]) -> dict[str, list[str]]:
     return table
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Defaults, then the config file, then flags."""
-    settings = Settings(root=Path.cwd())
-    config_path = None
+def _config_file(args: argparse.Namespace) -> Path | None:
     if args.config:
-        config_path = Path(args.config)
-        if not config_path.is_file():
+        path = Path(args.config)
+        if not path.is_file():
             raise UsageError(f"--config {args.config}: no such file")
-    elif not args.isolated:
-        config_path = find_config(Path.cwd())
-    if config_path is not None:
-        for key, value in load_config(config_path).items():
-            setattr(settings, key, value)
-        settings.config_path = config_path
-    if args.paths:
-        settings.paths = list(args.paths)
-    elif not settings.paths:
-        settings.paths = ["."]
+        return path
+    return None if args.isolated else find_config(Path.cwd())
+
+
+def _model_kwargs(text: str) -> dict:
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--model-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise UsageError("--model-kwargs must be a JSON object such as '{\"dim\": 64}'")
+    return kwargs
+
+
+def _apply_selection(settings: Settings, args: argparse.Namespace) -> None:
     if args.select is not None:
         settings.select = _flatten(args.select)
     settings.extend_select += _flatten(args.extend_select) or []
@@ -186,29 +255,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings.per_file_ignores.setdefault(pattern, []).extend(codes)
     if args.fail_level:
         settings.fail_level = Severity.parse(args.fail_level)
-    for flag in (
-        "model",
-        "script",
-        "data",
-        "task",
-        "loss",
-        "optimizer",
-        "input_dtype",
-        "device",
-        "capture_timeout",
-        "jobs",
-    ):
+
+
+def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
+    for flag in _PLAIN:
         value = getattr(args, flag)
         if value is not None:
             setattr(settings, flag, value)
     if args.model_kwargs is not None:
-        try:
-            kwargs = json.loads(args.model_kwargs)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--model-kwargs is not valid JSON: {exc}") from None
-        if not isinstance(kwargs, dict):
-            raise UsageError("--model-kwargs must be a JSON object such as '{\"dim\": 64}'")
-        settings.model_kwargs = kwargs
+        settings.model_kwargs = _model_kwargs(args.model_kwargs)
     if args.input_shape is not None:
         settings.input_shape = parse_shape(args.input_shape)
     if args.jobs is not None and args.jobs < 1:
@@ -218,20 +273,36 @@ def settings_from(args: argparse.Namespace) -> Settings:
     settings.dynamic = not args.no_dynamic
     settings.verbose = args.verbose
     settings.debug = args.debug
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Defaults, then the config file, then flags."""
+    settings = Settings(root=Path.cwd())
+    config_path = _config_file(args)
+    if config_path is not None:
+        for key, value in load_config(config_path).items():
+            setattr(settings, key, value)
+        settings.config_path = config_path
+    if args.paths:
+        settings.paths = list(args.paths)
+    elif not settings.paths:
+        settings.paths = ["."]
+    _apply_selection(settings, args)
+    _apply_model_flags(settings, args)
     if settings.script is None:
         scripts = [p for p in settings.paths if p.endswith(".py") and Path(p).is_file()]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
     if settings.model and not args.static_only:
-        from nnlint.model import check_overrides
+        from nnlint.setup.overrides import check_overrides
 
         check_overrides(settings)
     return settings
 
 
 def _explain(target: str) -> str:
+    from nnlint.core.registry import load_registry
     from nnlint.docs import explain
-    from nnlint.registry import load_registry
 
     rule = load_registry().lookup(target)
     if rule is None:
@@ -266,7 +337,7 @@ def _run(argv: Sequence[str]) -> int:
     if args.explain:
         _write(_explain(args.explain), None)
         return EXIT_CLEAN
-    from nnlint.registry import load_registry
+    from nnlint.core.registry import load_registry
 
     registry = load_registry()
     if args.list_rules:

@@ -1,4 +1,4 @@
-"""The pipeline: select rules, collect files, run the phases, suppress, filter.
+"""The run: select rules, collect files, run the phases, suppress, filter.
 
 Data flows one way: settings in, a `Result` out. Nothing here prints or exits.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from nnlint.config import Settings, validate_rule_options
-from nnlint.files import collect_files, display_path
-from nnlint.finding import Finding, Phase
-from nnlint.registry import Registry, load_registry
-from nnlint.rule import Rule
-from nnlint.source import lint_file
-from nnlint.suppress import Suppressor
+from nnlint.core.config import Settings, validate_rule_options
+from nnlint.core.files import collect_files, display_path
+from nnlint.core.finding import Finding, Phase
+from nnlint.core.registry import Registry, load_registry
+from nnlint.core.rule import Rule
+from nnlint.core.suppress import Suppressor
+from nnlint.script.phase import lint_file
 
 # Below this many files a process pool costs more than it saves.
 _MIN_FILES_PER_WORKER = 4
@@ -109,7 +109,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     timings["script"] = time.perf_counter() - start
 
     if settings.model and not settings.static_only:
-        from nnlint.model import run_model_phases, user_output
+        from nnlint.pipeline import run_model_phases, user_output
 
         with user_output(settings.verbose):
             findings.extend(run_model_phases(settings, rules, timings))

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
+from nnlint.core.files import read_source
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.registry import Registry
 from nnlint.engine import Result
-from nnlint.finding import Finding, Severity
-from nnlint.registry import Registry
-from nnlint.source import read_source
 
 FORMATS = ("text", "concise", "json", "sarif", "github")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -134,29 +134,28 @@ def format_json(result: Result) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
+def _sarif_rule(rule: type) -> dict:
+    return {
+        "id": rule.code,
+        "name": rule.name,
+        "shortDescription": {"text": rule.summary()},
+        "fullDescription": {"text": rule.docs() or rule.summary()},
+        "help": {
+            "text": rule.docs() or rule.summary(),
+            "markdown": rule.docs() or rule.summary(),
+        },
+        "defaultConfiguration": {
+            "level": _SARIF_LEVEL[rule.severity],
+            "enabled": bool(rule.default_enabled),
+        },
+        "properties": {"phase": str(rule.kind)},
+    }
+
+
 def format_sarif(result: Result, registry: Registry) -> str:
     used = sorted({f.code for f in result.findings} | set(result.rules))
     index = {code: i for i, code in enumerate(used)}
-    descriptors = []
-    for code in used:
-        rule = registry.by_code[code]
-        descriptors.append(
-            {
-                "id": code,
-                "name": rule.name,
-                "shortDescription": {"text": rule.summary()},
-                "fullDescription": {"text": rule.docs() or rule.summary()},
-                "help": {
-                    "text": rule.docs() or rule.summary(),
-                    "markdown": rule.docs() or rule.summary(),
-                },
-                "defaultConfiguration": {
-                    "level": _SARIF_LEVEL[rule.severity],
-                    "enabled": bool(rule.default_enabled),
-                },
-                "properties": {"phase": str(rule.kind)},
-            }
-        )
+    descriptors = [_sarif_rule(registry.by_code[code]) for code in used]
     results = []
     for f in result.findings:
         region = {"startLine": f.line, "startColumn": f.column}
@@ -230,20 +229,20 @@ def format_statistics(result: Result, registry: Registry) -> str:
 def render(
     result: Result,
     registry: Registry,
-    fmt: str,
+    output_format: str,
     *,
     quiet: bool = False,
     color: bool = False,
     statistics: bool = False,
 ) -> str:
-    if statistics and fmt in ("text", "concise"):
+    if statistics and output_format in ("text", "concise"):
         return format_statistics(result, registry)
-    if fmt == "text":
+    if output_format == "text":
         return format_text(result, quiet, color) if color else format_concise(result, quiet)
-    if fmt == "concise":
+    if output_format == "concise":
         return format_concise(result, quiet)
-    if fmt == "json":
+    if output_format == "json":
         return format_json(result)
-    if fmt == "sarif":
+    if output_format == "sarif":
         return format_sarif(result, registry)
     return format_github(result)

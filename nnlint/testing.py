@@ -6,10 +6,10 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from nnlint.config import Settings
+from nnlint.core.config import Settings
+from nnlint.core.finding import Finding, Phase
+from nnlint.core.rule import Rule
 from nnlint.engine import run
-from nnlint.finding import Finding, Phase
-from nnlint.rule import Rule
 
 
 def lint_source(
@@ -44,7 +44,7 @@ def assert_clean(model_or_factory, batch=None, loss_fn=None, optimizer=None, **o
     Takes the arguments of `nnlint.api.check`; info findings (skipped checks) do not fail.
     """
     from nnlint.api import check
-    from nnlint.finding import Severity
+    from nnlint.core.finding import Severity
 
     findings = check(model_or_factory, batch=batch, loss_fn=loss_fn, optimizer=optimizer, **options)
     problems = [f for f in findings if f.severity > Severity.INFO]

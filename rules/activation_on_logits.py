@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.graph import TRANSPARENT
-from nnlint.rule import GraphRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import GraphRule
+from nnlint.graph.graph import TRANSPARENT
 
 # Activations that clip or squash: after them the loss cannot see real logits.
 _SQUASHING = frozenset(

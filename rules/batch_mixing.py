@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import DynamicRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import DynamicRule
 
 
 class BatchMixing(DynamicRule):
@@ -69,10 +69,10 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import Skip, fmt
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip, rounded
 
-        args, kwargs, n = ctx.args, ctx.kwargs, ctx.n
+        args, kwargs, n = ctx.args, ctx.kwargs, ctx.batch_size
         if not probes.input_names(args, kwargs):
             raise Skip("no tensor input")
         if n == 1:
@@ -99,15 +99,15 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
             if diff:
                 name = probes.first_difference(before, after, slice(1, None))
                 where = f", first at `{name}`" if name else ""
-                yield ctx.report(self, name, sample=sample, diff=fmt(diff), where=where)
+                yield ctx.report(self, name, sample=sample, diff=rounded(diff), where=where)
                 return
         yield from self._backward(ctx, model, args, kwargs, n, gen)
 
     def _backward(self, ctx, model, args, kwargs, n, gen):
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import fmt
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import rounded
 
         key = probes.primary_key(args, kwargs)
         x = probes.get_input(args, kwargs, key)
@@ -130,6 +130,6 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
                 self,
                 None,
                 sample=0,
-                diff=fmt(float(others.max()) / scale),
+                diff=rounded(float(others.max()) / scale),
                 where=f" (input gradient reaches sample {sample})",
             )

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import GraphRule
+from nnlint.core.finding import Finding
+from nnlint.core.rule import GraphRule
 
 _NORMS = frozenset({"batch_norm", "instance_norm"})
 
@@ -101,7 +101,7 @@ model = nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), Residual())
             yield ctx.report(
                 self,
                 ctx.module_site(node.module_name),
-                ctx.forward_line(users[0].module_name),
+                note=ctx.forward_line(users[0].module_name),
                 layer=ctx.label(node.module_name),
                 norm=ctx.label(users[0].module_name),
             )

@@ -3,8 +3,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import DynamicRule, Option
+from nnlint.core.finding import Finding
+from nnlint.core.rule import DynamicRule, Option
 
 
 class CannotOverfit(DynamicRule):
@@ -78,14 +78,14 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
     )
 
     def check(self, ctx) -> Iterator[Finding]:
-        from nnlint import probes
-        from nnlint.dynamic import Skip
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip
 
         if ctx.loss is None:
             raise Skip("no loss")
-        k = min(ctx.n, self.settings["samples"])
+        k = min(ctx.batch_size, self.settings["samples"])
         index = slice(0, k)
-        args, kwargs = probes.take((ctx.args, ctx.kwargs), ctx.n, index)
+        args, kwargs = probes.take((ctx.args, ctx.kwargs), ctx.batch_size, index)
         model = ctx.fresh(train=True, dropout=False)
         optimizer, described, _ = ctx.optimizer_for(model)
         floor = _floor(ctx.loss, model, ctx)
@@ -171,18 +171,18 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
             )
 
     def _fail(self, ctx, n, start, end, steps, described, why, goal, hint):
-        from nnlint.dynamic import fmt
+        from nnlint.dynamic.context import rounded
 
         return ctx.report(
             self,
             None,
             n=n,
-            start=fmt(start if start is not None else end),
-            end=fmt(end),
+            start=rounded(start if start is not None else end),
+            end=rounded(end),
             steps=steps,
             optimizer=described,
             why=why,
-            goal=fmt(goal),
+            goal=rounded(goal),
             hint=hint,
         )
 
@@ -244,9 +244,9 @@ def _floor(loss, model, ctx) -> float:
     smoothing = loss.kwargs.get("label_smoothing", 0.0) if loss.name == "cross_entropy" else 0.0
     if not smoothing:
         return 0.0
-    from nnlint import probes
+    from nnlint.dynamic import probes
 
-    probs = probes.class_probabilities(loss, ctx.base().output)
+    probs = probes.class_probabilities(loss, ctx.passes().output)
     classes = probs.shape[-1]
     high, low = 1 - smoothing + smoothing / classes, smoothing / classes
     return -(high * math.log(high) + (classes - 1) * low * math.log(low))

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import DynamicRule, Option
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import DynamicRule, Option
 
 
 class CausalLeak(DynamicRule):
@@ -87,8 +87,8 @@ batch = (tokens[:, :-1], tokens[:, 1:])
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import Skip
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip
 
         key = probes.primary_key(ctx.args, ctx.kwargs)
         if key is None:
@@ -97,7 +97,7 @@ batch = (tokens[:, :-1], tokens[:, 1:])
         length = x.shape[1] if x.dim() >= 2 else 0
         if length < 2 or x.dim() > 3 or (x.dim() == 3 and not x.is_floating_point()):
             raise Skip("no sequence input")
-        args, kwargs = probes.take((ctx.args, ctx.kwargs), ctx.n, slice(0, 1))
+        args, kwargs = probes.take((ctx.args, ctx.kwargs), ctx.batch_size, slice(0, 1))
         model = ctx.fresh(train=False)
         with torch.no_grad():
             out = probes.main_output(ctx.run(model, args, kwargs))
@@ -118,7 +118,7 @@ batch = (tokens[:, :-1], tokens[:, 1:])
     def _probe(self, ctx, model, args, kwargs, key, splits, gen) -> list[int]:
         import torch
 
-        from nnlint import probes
+        from nnlint.dynamic import probes
 
         x = probes.get_input(args, kwargs, key)
         leaks: list[int] = []
@@ -146,8 +146,8 @@ batch = (tokens[:, :-1], tokens[:, 1:])
     def _train_probe(self, ctx, args, kwargs, key, splits, gen) -> list[int]:
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import reseed
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import reseed
 
         model = ctx.fresh(train=True)
         x = probes.get_input(args, kwargs, key)

@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.loops import BACKWARD, CLIP, UNSCALE, analyze
-from nnlint.rule import ScriptRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.loops import BACKWARD, CLIP, UNSCALE, analyze
 
 
 class ClipGradBeforeUnscale(ScriptRule):
@@ -84,7 +84,7 @@ for x, y in loader:
                     scaled = False
                 elif event.kind == CLIP and scaled and event.node not in seen:
                     seen.add(event.node)
-                    yield self.report(ctx, event.node)
+                    yield ctx.report(self, event.node)
 
 
 def _scaled_backward(analysis, call: cst.Call) -> bool:

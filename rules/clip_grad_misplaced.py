@@ -4,10 +4,10 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.loops import BACKWARD, CLIP, ZERO_GRAD, Loop, analyze
-from nnlint.rule import ScriptRule
-from nnlint.values import values
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.loops import BACKWARD, CLIP, ZERO_GRAD, Loop, analyze
+from nnlint.script.values import values
 
 _CLAMPS = ("clamp", "clamp_", "clip", "clip_")
 
@@ -96,7 +96,7 @@ for x, y in loader:
                 if clip.node not in seen:
                     seen.add(clip.node)
                     fix = "clip after `backward()` and before `step()`"
-                    yield self.report(ctx, clip.node, problem=problem, fix=fix)
+                    yield ctx.report(self, clip.node, problem=problem, fix=fix)
         tracker = values(ctx)
         feeds = tracker.feeds_backward()
         for call in tracker.calls:
@@ -106,8 +106,8 @@ for x, y in loader:
             holder = tracker.enclosing(call, (cst.Assign, cst.SimpleStatementLine))
             targets = holder.targets if isinstance(holder, cst.Assign) else []
             if any(tracker.code(t.target) in feeds for t in targets):
-                yield self.report(
-                    ctx,
+                yield ctx.report(
+                    self,
                     call,
                     problem="the loss is clamped, which zeroes its gradient where the clamp is active",
                     fix="clip the gradients with `torch.nn.utils.clip_grad_norm_` after `backward()`",

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import DynamicRule
+from nnlint.core.finding import Finding
+from nnlint.core.rule import DynamicRule
 
 
 class DeadGradient(DynamicRule):
@@ -65,21 +65,21 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
     )
 
     def check(self, ctx) -> Iterator[Finding]:
-        from nnlint.dynamic import Skip, owner
+        from nnlint.dynamic.context import Skip, module_of
 
-        base = ctx.base()
+        base = ctx.passes()
         if base.loss is None or not base.grads:
             raise Skip("no loss to backpropagate")
-        graph_reports_unused = "unused-parameters" in ctx.active
+        graph_reports_unused = "unused-parameters" in ctx.selected
         dead: dict[str, list[tuple[str, str]]] = {}
         for name, grad in base.grads.items():
             if grad is None:
                 if not graph_reports_unused:
-                    dead.setdefault(owner(name), []).append(
+                    dead.setdefault(module_of(name), []).append(
                         (name.rpartition(".")[2], "no gradient")
                     )
             elif not grad.any():
-                dead.setdefault(owner(name), []).append(
+                dead.setdefault(module_of(name), []).append(
                     (name.rpartition(".")[2], "an exactly zero gradient")
                 )
         for module, items in dead.items():

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import DynamicRule, Option
+from nnlint.core.finding import Finding
+from nnlint.core.rule import DynamicRule, Option
 
 
 class DeadUnits(DynamicRule):
@@ -70,7 +70,7 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint.dynamic import Skip, fmt
+        from nnlint.dynamic.context import Skip, rounded
 
         model = ctx.fresh(train=True, dropout=False)
         args, kwargs = _widen(ctx, self.settings["samples"])
@@ -97,7 +97,7 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
                 and count
                 and saturated / count > self.settings["max_saturated_fraction"]
             ):
-                share = fmt(100 * saturated / count)
+                share = rounded(100 * saturated / count)
                 yield ctx.report(
                     self,
                     layer or None,
@@ -111,9 +111,9 @@ def _widen(ctx, samples: int):
     """The batch, plus samples drawn from its per-feature statistics up to `samples`."""
     import torch
 
-    from nnlint import probes
+    from nnlint.dynamic import probes
 
-    n = ctx.n
+    n = ctx.batch_size
     if n >= samples:
         return ctx.args, ctx.kwargs
     times = -(-samples // n)

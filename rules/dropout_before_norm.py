@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import GraphRule
+from nnlint.core.finding import Finding
+from nnlint.core.rule import GraphRule
 
 
 class DropoutBeforeNorm(GraphRule):
@@ -77,7 +77,7 @@ model = nn.Sequential(nn.Linear(16, 32), nn.Dropout(0.1), nn.LayerNorm(32), nn.L
             yield ctx.report(
                 self,
                 ctx.op_site(node),
-                ctx.forward_line(norms[0].module_name),
+                note=ctx.forward_line(norms[0].module_name),
                 dropout=dropout,
                 norm=ctx.label(norms[0].module_name),
             )

@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.loops import BACKWARD, analyze
-from nnlint.rule import ScriptRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.loops import BACKWARD, analyze
 
 
 class EvalWithoutNoGrad(ScriptRule):
@@ -117,7 +117,7 @@ with torch.no_grad():
                     not in (None, holder)
                     and not tracker.grad_disabled(node)
                 ):
-                    yield self.report(ctx, node, model=model)
+                    yield ctx.report(self, node, model=model)
                     break
 
 

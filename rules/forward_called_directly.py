@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import ScriptRule
-from nnlint.values import values
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.values import values
 
 
 class ForwardCalledDirectly(ScriptRule):
@@ -79,7 +79,7 @@ logits = model(torch.randn(1, 4))
             receiver = func.value
             if _names_forward_on_purpose(receiver):
                 continue
-            yield self.report(ctx, call, receiver=tracker.code(receiver))
+            yield ctx.report(self, call, receiver=tracker.code(receiver))
 
 
 def _names_forward_on_purpose(receiver: cst.BaseExpression) -> bool:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import DynamicRule, Option
+from nnlint.core.finding import Finding
+from nnlint.core.rule import DynamicRule, Option
 
 _ADAPTIVE = (
     "Adam",
@@ -90,9 +90,9 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint.dynamic import Skip, fmt, owner
+        from nnlint.dynamic.context import Skip, module_of, rounded
 
-        base = ctx.base()
+        base = ctx.passes()
         if base.loss is None or not base.grads:
             raise Skip("no loss to backpropagate")
         if not math.isfinite(base.loss):
@@ -101,7 +101,7 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
         if bad:
             yield ctx.report(
                 self,
-                owner(bad[0]),
+                module_of(bad[0]),
                 what=f"gradient of `{bad[0]}` holds NaN or Inf"
                 + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
                 hint="look for log/sqrt/division of values near 0 in the forward",
@@ -126,8 +126,8 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
             if top > self.settings["max_relative_grad"]:
                 yield ctx.report(
                     self,
-                    owner(name),
-                    what=f"gradient of `{name}` is {fmt(top)}x its weight's scale (exploding)",
+                    module_of(name),
+                    what=f"gradient of `{name}` is {rounded(top)}x its weight's scale (exploding)",
                     hint="normalize activations, scale down init or clip gradients",
                 )
                 return
@@ -135,8 +135,8 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
             if low < top * self.settings["vanishing_ratio"]:
                 yield ctx.report(
                     self,
-                    owner(low_name),
-                    what=f"relative gradient of `{low_name}` is {fmt(low)}, {fmt(top / low)}x below `{name}`'s (vanishing)",
+                    module_of(low_name),
+                    what=f"relative gradient of `{low_name}` is {rounded(low)}, {rounded(top / low)}x below `{name}`'s (vanishing)",
                     hint="use residual connections, normalization or non-saturating activations",
                 )
                 return
@@ -144,7 +144,7 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
         yield from self._update_ratio(ctx, embeddings, flowing)
 
     def _update_ratio(self, ctx, embeddings, flowing) -> Iterator[Finding]:
-        from nnlint.dynamic import fmt
+        from nnlint.dynamic.context import rounded
 
         model = ctx.fresh(train=True)
         optimizer, described, _ = ctx.optimizer_for(model)
@@ -169,13 +169,13 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
             yield ctx.report(
                 self,
                 None,
-                what=f"one {described} step changes the weights by {fmt(median)} of their norm (median), expected ~1e-3",
+                what=f"one {described} step changes the weights by {rounded(median)} of their norm (median), expected ~1e-3",
                 hint="lower the learning rate",
             )
         elif median < self.settings["min_update_ratio"]:
             yield ctx.report(
                 self,
                 None,
-                what=f"one {described} step changes the weights by {fmt(median)} of their norm (median), expected ~1e-3",
+                what=f"one {described} step changes the weights by {rounded(median)} of their norm (median), expected ~1e-3",
                 hint="raise the learning rate",
             )

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import DynamicRule, Option
+from nnlint.core.finding import Finding
+from nnlint.core.rule import DynamicRule, Option
 
 
 class InitCalibration(DynamicRule):
@@ -66,13 +66,13 @@ loss_fn = torch.nn.functional.cross_entropy
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import Skip, fmt
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip, rounded
 
         loss = ctx.loss
         if loss is None or not loss.classification or loss.synthesized:
             raise Skip("needs a classification loss and real labels")
-        probs = probes.class_probabilities(loss, ctx.base().output)
+        probs = probes.class_probabilities(loss, ctx.passes().output)
         labels = probes.labels(loss)
         if probs is None or labels is None:
             raise Skip("no class probabilities or labels")
@@ -93,8 +93,8 @@ loss_fn = torch.nn.functional.cross_entropy
             self,
             ctx.head(),
             label=worst,
-            pred=fmt(float(pred[worst])),
-            prior=fmt(float(prior[worst])),
-            kl=fmt(kl),
+            pred=rounded(float(pred[worst])),
+            prior=rounded(float(prior[worst])),
+            kl=rounded(kl),
             hint=hint,
         )

@@ -3,8 +3,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import DynamicRule, Option
+from nnlint.core.finding import Finding
+from nnlint.core.rule import DynamicRule, Option
 
 _BINARY = ("binary_cross_entropy", "binary_cross_entropy_with_logits")
 
@@ -63,13 +63,13 @@ loss_fn = torch.nn.functional.cross_entropy
     )
 
     def check(self, ctx) -> Iterator[Finding]:
-        from nnlint import probes
-        from nnlint.dynamic import Skip, fmt
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip, rounded
 
         loss = ctx.loss
         if loss is None or not (loss.classification or loss.name in _BINARY):
             raise Skip("needs a classification loss")
-        base = ctx.base()
+        base = ctx.passes()
         if base.loss is None or not math.isfinite(base.loss):
             raise Skip("the loss at init is not finite (see non-finite)")
         if loss.name in _BINARY:
@@ -100,13 +100,13 @@ loss_fn = torch.nn.functional.cross_entropy
             measured = float(-probs.clamp_min(1e-12).log().mean())
         if measured > uniform * (1 + tol):
             hint = "the initial logits are too large: scale down the last layer's init"
-            expected = f"{fmt(uniform)} = ln({classes}) for near-uniform predictions over {classes} classes"
+            expected = f"{rounded(uniform)} = ln({classes}) for near-uniform predictions over {classes} classes"
         elif measured < min(prior, uniform) * (1 - tol):
             hint = "the model predicts its labels before training: check for labels leaking into the input"
-            expected = f"at least {fmt(min(prior, uniform))}, the entropy of the batch's labels"
+            expected = f"at least {rounded(min(prior, uniform))}, the entropy of the batch's labels"
         else:
             return
-        yield ctx.report(self, ctx.head(), measured=fmt(measured), expected=expected, hint=hint)
+        yield ctx.report(self, ctx.head(), measured=rounded(measured), expected=expected, hint=hint)
 
 
 def _entropy(labels, classes: int) -> float:

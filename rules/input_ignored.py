@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import DynamicRule, Option
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import DynamicRule, Option
 
 
 class InputIgnored(DynamicRule):
@@ -70,8 +70,8 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import Skip, fmt
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip, rounded
 
         named = probes.input_names(ctx.args, ctx.kwargs)
         if not named:
@@ -80,11 +80,11 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
         gen = ctx.generator()
         with torch.no_grad():
             base = probes.main_output(ctx.run(model, same_rng=True))
-        if base is None or not base.dim() or base.shape[0] != ctx.n:
+        if base is None or not base.dim() or base.shape[0] != ctx.batch_size:
             raise Skip("the output has no batch dimension")
         for key, label in named:
             x = probes.get_input(ctx.args, ctx.kwargs, key)
-            if not x.dim() or x.shape[0] != ctx.n or (key == "attention_mask"):
+            if not x.dim() or x.shape[0] != ctx.batch_size or (key == "attention_mask"):
                 continue
             if self._unchanged(ctx, model, key, probes.perturb_sample(x, gen), base):
                 yield ctx.report(
@@ -102,14 +102,14 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
                     yield ctx.report(
                         self,
                         None,
-                        what=f"{fmt(fraction * 100)}% of input {label}'s features",
+                        what=f"{rounded(fraction * 100)}% of input {label}'s features",
                         hint="check slicing, masking and zeroed branches in forward",
                     )
 
     def _unchanged(self, ctx, model, key, changed, base) -> bool:
         import torch
 
-        from nnlint import probes
+        from nnlint.dynamic import probes
 
         with torch.no_grad():
             out = probes.main_output(
@@ -122,7 +122,7 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
     def _zero_gradient(self, ctx, model, key, x, gen):
         import torch
 
-        from nnlint import probes
+        from nnlint.dynamic import probes
 
         x = x.detach().clone().requires_grad_(True)
         out = probes.main_output(ctx.run(model, *probes.with_input(ctx.args, ctx.kwargs, key, x)))

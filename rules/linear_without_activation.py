@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.graph import TRANSPARENT
-from nnlint.rule import GraphRule
+from nnlint.core.finding import Finding
+from nnlint.core.rule import GraphRule
+from nnlint.graph.graph import TRANSPARENT
 
 # Dropout is the identity at inference, so it does not separate two linear maps.
 _THROUGH = TRANSPARENT | {"dropout"}
@@ -120,7 +120,7 @@ model = nn.Sequential(
             yield ctx.report(
                 self,
                 ctx.module_site(node.module_name),
-                ctx.forward_line(node.module_name),
+                note=ctx.forward_line(node.module_name),
                 first=ctx.label(first.module_name),
                 second=ctx.label(node.module_name),
             )

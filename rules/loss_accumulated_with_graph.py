@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import ScriptRule
-from nnlint.values import values
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.values import values
 
 
 class LossAccumulatedWithGraph(ScriptRule):
@@ -121,7 +121,7 @@ for chunk in sequence:
                 continue
             if tracker.grad_disabled(node):
                 continue
-            yield self.report(ctx, node, target=name, value=tracker.code(value))
+            yield ctx.report(self, node, target=name, value=tracker.code(value))
 
 
 def _accumulation(node: cst.CSTNode) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:

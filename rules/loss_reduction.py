@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import DynamicRule
+from nnlint.core.finding import Finding
+from nnlint.core.rule import DynamicRule
 
 
 class LossReduction(DynamicRule):
@@ -64,13 +64,13 @@ batch = (torch.randn(8, 8), torch.randn(8, 3))
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import Skip, fmt
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip, rounded
 
         if ctx.loss is None:
             raise Skip("no loss")
         model = ctx.fresh(train=False)
-        args, kwargs = probes.repeat((ctx.args, ctx.kwargs), ctx.n, 2)
+        args, kwargs = probes.repeat((ctx.args, ctx.kwargs), ctx.batch_size, 2)
         with torch.no_grad():
             once = float(ctx.loss_of(ctx.run(model)))
             twice = float(ctx.loss_of(ctx.run(model, args, kwargs), times=2))
@@ -79,4 +79,4 @@ batch = (torch.randn(8, 8), torch.randn(8, 3))
         ratio = twice / once
         if abs(ratio - 2.0) < 0.1:
             path, line = ctx.loss.site if ctx.loss.site else ctx.locate(None)
-            yield self.make(path, line, 1, loss=ctx.loss.describe(), ratio=fmt(ratio))
+            yield self.make(path, line, 1, loss=ctx.loss.describe(), ratio=rounded(ratio))

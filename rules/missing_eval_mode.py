@@ -5,9 +5,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.loops import BACKWARD, EVAL, TRAIN, analyze
-from nnlint.rule import ScriptRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.loops import BACKWARD, EVAL, TRAIN, analyze
 
 _EVAL_NAME = re.compile(
     r"^(eval|evaluate|evaluation|validate|validation|val|valid|test)"
@@ -135,8 +135,8 @@ for epoch in range(10):
             sites = tracker.callers(fn)
             if sites and any(_eval_around(analysis, site) for site in sites):
                 continue
-            yield self.report(
-                ctx,
+            yield ctx.report(
+                self,
                 fn.name,
                 problem=f"`{fn.name.value}()` runs the model without `model.eval()`",
                 fix="call `model.eval()` before evaluating and `model.train()` after",
@@ -147,8 +147,8 @@ for epoch in range(10):
             return
         for event in unit.of(EVAL):
             if event.target and not _FROZEN.search(event.target):
-                yield self.report(
-                    ctx,
+                yield ctx.report(
+                    self,
                     event.node,
                     problem=f"`{event.target}.eval()` in a training loop that never calls "
                     f"`{event.target}.train()`",

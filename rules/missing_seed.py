@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.loops import BACKWARD, STEP, analyze
-from nnlint.rule import ScriptRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.loops import BACKWARD, STEP, analyze
 
 
 class MissingSeed(ScriptRule):
@@ -85,7 +85,7 @@ for x, y in loader:
         training = [u for u in analysis.loops if u.of(BACKWARD) and u.of(STEP)]
         if not training or _seeds(analysis):
             return
-        yield self.report(ctx, _header(training[0].node))
+        yield ctx.report(self, _header(training[0].node))
 
 
 def _seeds(analysis) -> bool:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.loops import BACKWARD, GRAD_WRITE, STEP, ZERO_GRAD, analyze
-from nnlint.rule import ScriptRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.loops import BACKWARD, GRAD_WRITE, STEP, ZERO_GRAD, analyze
 
 
 class MissingZeroGrad(ScriptRule):
@@ -131,4 +131,4 @@ for x, y in loader:
                     continue
                 seen.add(step.node)
                 line = ctx.position(loop.node).start.line
-                yield self.report(ctx, step.node, target=step.target, note=f"loop at line {line}")
+                yield ctx.report(self, step.node, target=step.target, note=f"loop at line {line}")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import DynamicRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import DynamicRule
 
 
 class NonFinite(DynamicRule):
@@ -62,7 +62,7 @@ loss_fn = torch.nn.functional.cross_entropy
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint import probes
+        from nnlint.dynamic import probes
 
         for tensor in probes.tensors((ctx.args, ctx.kwargs)):
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -70,7 +70,7 @@ loss_fn = torch.nn.functional.cross_entropy
                     self, None, what="the input batch", hint="clean the data before training"
                 )
                 return
-        base = ctx.base()
+        base = ctx.passes()
         if base.first_nonfinite is not None:
             name = base.first_nonfinite[0]
             what = f"the output of `{name}`" if name else "the model's output"

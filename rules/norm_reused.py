@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import GraphRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import GraphRule
 
 
 class NormReused(GraphRule):
@@ -92,7 +92,7 @@ model = Net()
             yield ctx.report(
                 self,
                 ctx.module_site(name),
-                f"called at {where}",
+                note=f"called at {where}",
                 norm=ctx.label(name),
                 count=len(lines),
             )

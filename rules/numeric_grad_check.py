@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import DynamicRule, Option
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import DynamicRule, Option
 
 
 class NumericGradCheck(DynamicRule):
@@ -82,8 +82,8 @@ batch = (torch.randn(6, 4), torch.randint(0, 3, (6,)))
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import Skip, fmt, owner
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip, module_of, rounded
 
         if ctx.loss is None:
             raise Skip("no loss")
@@ -95,14 +95,14 @@ batch = (torch.randn(6, 4), torch.randint(0, 3, (6,)))
         if isinstance(saved, torch.Tensor) and saved.is_floating_point():
             ctx.loss.target = saved.double()
         try:
-            yield from self._compare(ctx, model, args, kwargs, fmt, owner)
+            yield from self._compare(ctx, model, args, kwargs, rounded, module_of)
         finally:
             ctx.loss.target = saved
 
-    def _compare(self, ctx, model, args, kwargs, fmt, owner):
+    def _compare(self, ctx, model, args, kwargs, rounded, module_of):
         import torch
 
-        from nnlint.dynamic import Skip
+        from nnlint.dynamic.context import Skip
 
         def loss() -> torch.Tensor:
             return ctx.loss_of(ctx.run(model, args, kwargs))
@@ -136,10 +136,10 @@ batch = (torch.randn(6, 4), torch.randint(0, 3, (6,)))
                 if error > self.settings["tolerance"] and abs(numeric - auto) > 1e-7:
                     yield ctx.report(
                         self,
-                        owner(name),
+                        module_of(name),
                         param=name,
-                        auto=fmt(auto),
-                        numeric=fmt(numeric),
-                        error=fmt(error),
+                        auto=rounded(auto),
+                        numeric=rounded(numeric),
+                        error=rounded(error),
                     )
                     return

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import DynamicRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import DynamicRule
 
 
 class ParamsNotInOptimizer(DynamicRule):
@@ -56,7 +56,7 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
     )
 
     def check(self, ctx) -> Iterator[Finding]:
-        from nnlint.dynamic import Skip, owner
+        from nnlint.dynamic.context import Skip, module_of
 
         if ctx.optimizer is None:
             raise Skip("no optimizer given")
@@ -64,7 +64,7 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
         missing: dict[str, list[str]] = {}
         for name, param in ctx.model.named_parameters():
             if param.requires_grad and name not in held:
-                missing.setdefault(owner(name), []).append(name.rpartition(".")[2])
+                missing.setdefault(module_of(name), []).append(name.rpartition(".")[2])
         for module, names in missing.items():
             yield ctx.report(
                 self,

@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import ScriptRule
-from nnlint.values import values
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.values import values
 
 
 class SigmoidBeforeBceWithLogits(ScriptRule):
@@ -73,7 +73,7 @@ bce = nn.BCELoss()(torch.sigmoid(logits), y)
             positional = [a for a in call.args if a.keyword is None and not a.star]
             first = positional[0].value if positional else _keyword(call, "input")
             if first is not None and "sigmoid" in tracker.tags(first):
-                yield self.report(ctx, call)
+                yield ctx.report(self, call)
 
 
 def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:

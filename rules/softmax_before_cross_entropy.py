@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import ScriptRule
-from nnlint.values import values
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.values import values
 
 
 class SoftmaxBeforeCrossEntropy(ScriptRule):
@@ -109,7 +109,7 @@ loss = CE()(logits, y)
                     if family == "cross_entropy"
                     else "use `log_softmax` instead of `softmax`"
                 )
-                yield self.report(ctx, call, loss=family, fix=fix)
+                yield ctx.report(self, call, loss=family, fix=fix)
 
 
 def _family(tracker, call: cst.Call) -> str | None:

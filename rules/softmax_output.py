@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.graph import TRANSPARENT
-from nnlint.rule import GraphRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import GraphRule
+from nnlint.graph.graph import TRANSPARENT
 
 _EXPECTS = {"cross_entropy": "logits", "nll": "log-probabilities"}
 _LOSS_NAMES = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss"}
@@ -103,7 +103,7 @@ loss_fn = nn.MSELoss()
             yield ctx.report(
                 self,
                 ctx.op_site(out),
-                "harmless: log_softmax is idempotent, but it is computed twice",
+                note="harmless: log_softmax is idempotent, but it is computed twice",
                 severity=Severity.INFO,
                 what="log-probabilities (log_softmax)",
                 fix="logits",

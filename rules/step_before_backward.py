@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.loops import BACKWARD, STEP, analyze
-from nnlint.rule import ScriptRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.loops import BACKWARD, STEP, analyze
 
 
 class StepBeforeBackward(ScriptRule):
@@ -104,6 +104,6 @@ for x in loader:
                 if later:
                     seen.add(step.node)
                     line = ctx.position(later[0].node).start.line
-                    yield self.report(
-                        ctx, step.node, target=step.target, note=f"backward at line {line}"
+                    yield ctx.report(
+                        self, step.node, target=step.target, note=f"backward at line {line}"
                     )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import libcst as cst
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import ScriptRule
-from nnlint.values import values
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.values import values
 
 # torch 2.6 made `weights_only=True` the default of `torch.load`.
 _SAFE_DEFAULT = (2, 6)
@@ -85,8 +85,8 @@ model.load_state_dict(state)
                 None,
             )
             if isinstance(flag, cst.Name) and flag.value == "False":
-                yield self.report(
-                    ctx, call, why="with `weights_only=False` unpickles arbitrary code"
+                yield ctx.report(
+                    self, call, why="with `weights_only=False` unpickles arbitrary code"
                 )
             elif flag is None and not any(a.star for a in call.args):
                 floor = torch_floor(ctx.project_root)
@@ -97,7 +97,7 @@ model.load_state_dict(state)
                         else f"the declared torch floor is {floor[0]}.{floor[1]}"
                     )
                     why = f"defaults to `weights_only=False` before torch 2.6 ({declared})"
-                    yield self.report(ctx, call, why=why)
+                    yield ctx.report(self, call, why=why)
 
 
 @cache

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import DynamicRule
+from nnlint.core.finding import Finding
+from nnlint.core.rule import DynamicRule
 
 
 class TrainEvalMismatch(DynamicRule):
@@ -63,8 +63,8 @@ batch = torch.randn(4, 8)
     def check(self, ctx) -> Iterator[Finding]:
         import torch
 
-        from nnlint import probes
-        from nnlint.dynamic import SEED, fmt, reseed
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import SEED, reseed, rounded
 
         model = ctx.fresh(train=False)
         runs = []
@@ -78,5 +78,5 @@ batch = torch.randn(4, 8)
         if diff:
             module = probes.first_difference(rec_a, rec_b) or ""
             yield ctx.report(
-                self, module or None, diff=fmt(diff), module=module or type(ctx.model).__name__
+                self, module or None, diff=rounded(diff), module=module or type(ctx.model).__name__
             )

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding
-from nnlint.rule import GraphRule
+from nnlint.core.finding import Finding
+from nnlint.core.rule import GraphRule
 
 
 class UnusedParameters(GraphRule):
@@ -112,10 +112,12 @@ model = Net()
         unused: dict[str, list[str]] = {}
         for name, param in ctx.model.named_parameters():
             if param.requires_grad and name not in ctx.graph.params_read:
-                owner, _, leaf = name.rpartition(".")
-                unused.setdefault(owner, []).append(leaf)
-        for owner, leaves in unused.items():
-            full = [f"{owner}.{leaf}" if owner else leaf for leaf in leaves]
-            whole = {n for n, p in ctx.model.get_submodule(owner).named_parameters(recurse=False)}
-            target = owner if owner and set(leaves) == whole else full[0]
+                module_name, _, leaf = name.rpartition(".")
+                unused.setdefault(module_name, []).append(leaf)
+        for module_name, leaves in unused.items():
+            full = [f"{module_name}.{leaf}" if module_name else leaf for leaf in leaves]
+            whole = {
+                n for n, p in ctx.model.get_submodule(module_name).named_parameters(recurse=False)
+            }
+            target = module_name if module_name and set(leaves) == whole else full[0]
             yield ctx.report(self, ctx.module_site(target), names=", ".join(full))

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import GraphRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import GraphRule
 
 
 def _reordered(source: tuple[int, ...], target: tuple[int, ...]) -> bool:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nnlint.finding import Finding, Severity
-from nnlint.loops import BACKWARD, STEP, ZERO_GRAD, Event, Loop, analyze
-from nnlint.rule import ScriptRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import ScriptRule
+from nnlint.script.loops import BACKWARD, STEP, ZERO_GRAD, Event, Loop, analyze
 
 
 class ZeroGradBetweenBackwardAndStep(ScriptRule):
@@ -106,7 +106,7 @@ for real in loader:
                     continue
                 seen.add(clear.node)
                 line = ctx.position(step.node).start.line
-                yield self.report(ctx, clear.node, target=step.target, note=f"step at line {line}")
+                yield ctx.report(self, clear.node, target=step.target, note=f"step at line {line}")
 
 
 def _cleared_before_step(unit: Loop) -> Iterator[tuple[Event, Event]]:

@@ -1,6 +1,6 @@
-"""The cheap tree walk (`nnlint.cstwalk`) against libcst's own visitor protocol.
+"""The cheap tree walk (`nnlint.script.cstwalk`) against libcst's own visitor protocol.
 
-`nnlint/_cstfields.py` is generated from the installed libcst: with
+`nnlint/script/_cstfields.py` is generated from the installed libcst: with
 `NNLINT_UPDATE=1` the first test rewrites it. Whatever libcst version is
 installed, the walk must give the same children in the same order as libcst's
 `node.children`, minus whitespace and punctuation, on real code.
@@ -18,8 +18,8 @@ from pathlib import Path
 import libcst as cst
 import pytest
 
-from nnlint import cstwalk
-from nnlint._cstfields import FIELDS, LIBCST_VERSION
+from nnlint.script import cstwalk
+from nnlint.script._cstfields import FIELDS, LIBCST_VERSION
 
 TABLE = Path(cstwalk.__file__).with_name("_cstfields.py")
 # What the walk leaves out: layout and punctuation.
@@ -85,7 +85,7 @@ def render(table: dict[str, tuple[str, ...]]) -> str:
         "",
         "Written by tests/test_cstwalk.py from the installed libcst; rerun it with",
         "NNLINT_UPDATE=1 after upgrading libcst. Whitespace and punctuation fields are",
-        "left out (see nnlint.cstwalk.SKIPPED).",
+        "left out (see nnlint.script.cstwalk.SKIPPED).",
         '"""',
         "",
         f'LIBCST_VERSION = "{cst_version()}"',
@@ -110,7 +110,7 @@ def cst_version() -> str:
 def test_field_table_is_generated_from_libcst():
     if os.environ.get("NNLINT_UPDATE"):
         TABLE.write_text(render(derive_fields()))
-        pytest.skip("rewrote nnlint/_cstfields.py")
+        pytest.skip("rewrote nnlint/script/_cstfields.py")
     if LIBCST_VERSION != cst_version():
         pytest.skip(f"table made from libcst {LIBCST_VERSION}, {cst_version()} installed")
     assert FIELDS == derive_fields()

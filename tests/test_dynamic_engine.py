@@ -12,7 +12,8 @@ import torch.nn.functional as F  # noqa: E402
 from dynamic_models import MLP, LeNet, features, images  # noqa: E402
 
 import nnlint  # noqa: E402
-import nnlint.dynamic  # noqa: E402
+import nnlint.dynamic.alongside  # noqa: E402
+import nnlint.dynamic.context  # noqa: E402
 from nnlint.testing import assert_clean  # noqa: E402
 
 
@@ -88,7 +89,7 @@ def test_not_applicable_skips_show_only_when_verbose():
 
 
 def test_a_check_past_its_budget_is_an_nn007(monkeypatch):
-    monkeypatch.setattr(nnlint.dynamic, "CHECK_BUDGET", 0.0)
+    monkeypatch.setattr(nnlint.dynamic.context, "CHECK_BUDGET", 0.0)
     found = nnlint.check(
         MLP(), batch=features(), loss_fn=F.cross_entropy, select=["NN309", "NN007"]
     )
@@ -122,24 +123,13 @@ def test_assert_clean_passes_and_fails_with_the_findings_as_text():
 
 
 def test_check_takes_a_factory_and_records_timings():
-    from nnlint.config import Settings
-    from nnlint.inputs import as_batch
-    from nnlint.registry import load_registry
-    from nnlint.replay import run_dynamic
+    from nnlint.core.config import Settings
+    from nnlint.core.registry import load_registry
+    from nnlint.pipeline import CallerObjects, run_model_phases
 
-    model = MLP()
     rules = [r() for r in load_registry().rules if r.code.startswith("NN3")]
     timings: dict = {}
-    run_dynamic(
-        model,
-        as_batch(features(), model, "test"),
-        F.cross_entropy,
-        None,
-        rules,
-        Settings(),
-        None,
-        timings,
-    )
+    run_model_phases(Settings(), rules, timings, CallerObjects(MLP(), features(), F.cross_entropy))
     assert {"dynamic", "dynamic.init-loss", "dynamic.cannot-overfit"} <= set(timings)
     assert nnlint.check(MLP, batch=features(), select=["NN3"]) is not None
 
@@ -153,10 +143,10 @@ def test_import_nnlint_stays_torch_free():
 
 
 def _context(model):
-    from nnlint.training import Setup
+    from nnlint.setup.specs import Setup
 
     setup = Setup(model, args=(torch.randn(4, 1, 28, 28),))
-    return nnlint.dynamic.DynamicContext(setup, path="m.py", line=1)
+    return nnlint.dynamic.context.DynamicContext(setup, path="m.py", line=1)
 
 
 def test_a_used_copy_is_reused_with_the_users_weights_restored():
@@ -193,7 +183,7 @@ def test_a_copy_left_with_a_hook_or_another_dtype_is_not_reused():
 
 
 def test_optimizer_copies_use_the_fused_kernel_only_where_the_user_left_the_choice():
-    from nnlint.training import OptimizerSpec, default_optimizer
+    from nnlint.setup.specs import OptimizerSpec, default_optimizer
 
     model = MLP()
     copy = MLP()
@@ -230,7 +220,7 @@ def test_findings_are_the_same_with_and_without_the_long_check_alongside(monkeyp
         model = build()
         alongside = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"])
         with monkeypatch.context() as m:
-            m.setattr(nnlint.dynamic, "ALONGSIDE_MAX_BYTES", -1)
+            m.setattr(nnlint.dynamic.alongside, "ALONGSIDE_MAX_BYTES", -1)
             one_by_one = nnlint.check(
                 model, batch=features(), loss_fn=F.cross_entropy, select=["NN3"]
             )
@@ -242,12 +232,13 @@ class OptimizedModule(MLP):
 
 
 def overlaps(model, **settings):
-    from nnlint.dynamic import DynamicContext, _overlap
-    from nnlint.training import LossSpec, Setup
+    from nnlint.dynamic.alongside import alongside_view
+    from nnlint.dynamic.context import DynamicContext
+    from nnlint.setup.specs import LossSpec, Setup
 
     x, y = features()
     setup = Setup(model, (x,), {}, LossSpec("cross_entropy", target=y))
-    return _overlap(DynamicContext(setup, path="m.py", line=1, **settings)) is not None
+    return alongside_view(DynamicContext(setup, path="m.py", line=1, **settings)) is not None
 
 
 def test_the_long_check_runs_alongside_only_where_nothing_can_change():
@@ -262,7 +253,7 @@ def test_the_long_check_runs_alongside_only_where_nothing_can_change():
 
 
 def test_a_check_alongside_past_its_budget_is_an_nn007_and_the_others_still_report(monkeypatch):
-    monkeypatch.setattr(nnlint.dynamic, "CHECK_BUDGET", 0.0)
+    monkeypatch.setattr(nnlint.dynamic.context, "CHECK_BUDGET", 0.0)
     found = nnlint.check(
         planted_mlp(), batch=features(), loss_fn=F.cross_entropy, select=["NN309", "NN301", "NN007"]
     )
@@ -276,12 +267,12 @@ def test_a_check_alongside_past_its_budget_is_an_nn007_and_the_others_still_repo
 def test_a_check_alongside_cannot_reseed_the_rng_the_others_share():
     import threading
 
-    from nnlint.dynamic import _worker, reseed
+    from nnlint.dynamic.context import enter_worker, reseed
 
     errors = []
 
     def worker():
-        _worker.active = True
+        enter_worker()
         try:
             reseed()
         except RuntimeError as exc:

@@ -22,7 +22,7 @@ from dynamic_models import (  # noqa: E402
 )
 
 import nnlint  # noqa: E402
-from nnlint.finding import Severity  # noqa: E402
+from nnlint.core.finding import Severity  # noqa: E402
 
 
 def problems(model, **kwargs):

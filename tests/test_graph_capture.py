@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from nnlint.api import check  # noqa: E402
-from nnlint.capture import CaptureError, capture, record, trace  # noqa: E402
-from nnlint.inputs import Batch  # noqa: E402
+from nnlint.graph.record import CaptureError, capture, record, trace  # noqa: E402
+from nnlint.setup.inputs import Batch  # noqa: E402
 
 
 class Net(nn.Module):

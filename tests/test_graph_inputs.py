@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from nnlint.api import check  # noqa: E402
-from nnlint.config import Settings  # noqa: E402
-from nnlint.errors import UsageError  # noqa: E402
-from nnlint.inputs import as_batch, provide_batch  # noqa: E402
+from nnlint.core.config import Settings  # noqa: E402
+from nnlint.core.errors import UsageError  # noqa: E402
+from nnlint.setup.inputs import as_batch, provide_batch  # noqa: E402
 
 
 class LeNet(nn.Module):

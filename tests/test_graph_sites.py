@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from nnlint.sites import is_user_file, recording, site_for  # noqa: E402
+from nnlint.setup.sites import is_user_file, recording, site_for  # noqa: E402
 
 SOURCE = """
 import torch.nn as nn
@@ -98,7 +98,7 @@ def test_definition_lines_match_inspect_without_parsing_the_file(tmp_path, monke
     import importlib
     import inspect
 
-    from nnlint.sites import definition
+    from nnlint.setup.sites import definition
 
     (tmp_path / "defs_mod.py").write_text(
         "import os\n\n\n"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import run_subprocess
 
+from nnlint.core.errors import UsageError
+from nnlint.core.finding import Phase
+from nnlint.core.registry import Registry, load_registry
 from nnlint.docs import TABLE_BEGIN, TABLE_END, rule_table, rules_page
-from nnlint.errors import UsageError
-from nnlint.finding import Phase
-from nnlint.registry import Registry, load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = load_registry()
@@ -62,7 +62,7 @@ def test_rules_folder_is_flat():
 def test_registry_import_keeps_torch_out(tmp_path):
     code = (
         "import sys\n"
-        "from nnlint.registry import load_registry\n"
+        "from nnlint.core.registry import load_registry\n"
         "load_registry()\n"
         "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "assert not heavy, heavy[:5]\n"
@@ -84,7 +84,7 @@ def test_third_party_plugin_through_entry_point(tmp_path):
     (tmp_path / "myplugin.py").write_text(
         textwrap.dedent(
             '''
-            from nnlint.rule import ScriptRule
+            from nnlint import ScriptRule
 
             class NoPrint(ScriptRule):
                 """Flags print.
@@ -106,7 +106,7 @@ def test_third_party_plugin_through_entry_point(tmp_path):
                 def check(self, ctx):
                     import libcst as cst
                     for node in ctx.module.body:
-                        yield self.report(ctx, node)
+                        yield ctx.report(self, node)
             '''
         )
     )

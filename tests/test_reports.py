@@ -9,11 +9,11 @@ import jsonschema
 import pytest
 from conftest import BUGGY
 
-from nnlint.config import Settings
+from nnlint.core.config import Settings
+from nnlint.core.registry import Registry, load_registry
+from nnlint.core.rule import ScriptRule
 from nnlint.engine import run
-from nnlint.registry import Registry, load_registry
 from nnlint.report import format_text
-from nnlint.rule import ScriptRule
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ class Crashes(ScriptRule):
 
 
 def test_crashing_rule_becomes_nn001_and_others_still_run(cli, write, monkeypatch):
-    import nnlint.registry
+    import nnlint.core.registry
 
     registry = Registry([*load_registry().rules, Crashes])
     monkeypatch.setattr(nnlint.registry, "load_registry", lambda: registry)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nnlint.finding import Phase
-from nnlint.registry import load_registry
+from nnlint.core.finding import Phase
+from nnlint.core.registry import load_registry
 from nnlint.testing import run_example
 
 RULES = [r for r in load_registry().rules if r.kind is not Phase.ENGINE]

@@ -15,7 +15,7 @@ def run(tmp_path, body: str) -> subprocess.CompletedProcess:
         """
         import os, shutil, tempfile
         import torch
-        from nnlint.sandbox import Refused, guarded
+        from nnlint.setup.sandbox import Refused, guarded
 
         def refused(fn, *args):
             try:

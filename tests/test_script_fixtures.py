@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nnlint.config import Settings
+from nnlint.core.config import Settings
 from nnlint.engine import run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scripts"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import BUGGY
 
-from nnlint.finding import Finding
-from nnlint.suppress import parse_suppressions
+from nnlint.core.finding import Finding
+from nnlint.core.suppress import parse_suppressions
 
 STEP = "    optimizer.step()"
 

@@ -10,7 +10,6 @@ step, where the script is stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import pickle
@@ -26,9 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from nnlint import probes
-from nnlint.sandbox import guarded
-from nnlint.training import KNOWN_LOSSES, LossSpec, OptimizerSpec, Setup
+from nnlint.dynamic.phase import dynamic_phase
+from nnlint.setup.inputs import Batch
+from nnlint.setup.load import TargetSpec
+from nnlint.setup.resolve import resolve
+from nnlint.setup.sandbox import guarded
+from nnlint.setup.sites import Site, recording, user_frame, user_site
+from nnlint.setup.specs import KNOWN_LOSSES, LossSpec, OptimizerSpec, Setup
+from nnlint.setup.tensors import map_tensors
 
 
 class StepReached(BaseException):
@@ -52,7 +56,9 @@ class State:
         self.guard: Any = None
 
 
-def run_child(fd: int, script: Path, settings: Any, rules: list, fallback: Any, send: Any) -> None:
+def run_child(
+    fd: int, script: Path, settings: Any, rules: list, model_site: Site | None, send: Any
+) -> None:
     torch.set_num_threads(1)  # a forked child's first parallel op hangs otherwise
     os.setpgrp()
     saved_err = os.dup(2)
@@ -71,20 +77,13 @@ def run_child(fd: int, script: Path, settings: Any, rules: list, fallback: Any, 
         return
     send(fd, ("captured", _picklable(setup)))
     sys.stderr = os.fdopen(saved_err, "w")
-    from nnlint.dynamic import dynamic_phase
-    from nnlint.files import display_path
-
     timings: dict[str, float] = {}
-    path, where = (fallback.path, fallback.line) if fallback is not None else (str(script), 1)
-    found = dynamic_phase(setup, rules, settings, path=path, line=where, timings=timings)
-    root = Path(settings.root)
-    found = [dataclasses.replace(f, path=display_path(Path(f.path), root)) for f in found]
+    site = user_site(model_site, Site(str(script), 1))
+    found = dynamic_phase(setup, rules, settings, site, timings)
     send(fd, ("done", found, timings))
 
 
 def _run_script(script: Path, settings: Any, state: State, sandbox: str) -> tuple[str | None, int]:
-    from nnlint.sites import recording
-
     os.chdir(script.parent)
     sys.path.insert(0, str(script.parent))
     sys.argv = [str(script)]
@@ -128,14 +127,12 @@ def _line(script: Path) -> int:
     return lines[-1] if lines else 1
 
 
-def _patch_model(spec: str, state: State) -> None:
-    module_part, _, attr = spec.rpartition(":")
-    name = Path(module_part).stem if module_part.endswith(".py") else module_part
-    module = sys.modules.get(name)
-    owner_obj, leaf = module, attr.split(".")[-1]
-    for part in attr.split(".")[:-1]:
-        owner_obj = getattr(owner_obj, part, None)
-    target = getattr(owner_obj, leaf, None) if owner_obj is not None else None
+def _patch_model(text: str, state: State) -> None:
+    spec = TargetSpec.parse(text)
+    holder, leaf = sys.modules.get(spec.module_name), spec.attr.split(".")[-1]
+    for part in spec.attr.split(".")[:-1]:
+        holder = getattr(holder, part, None)
+    target = getattr(holder, leaf, None) if holder is not None else None
     if isinstance(target, type) and issubclass(target, torch.nn.Module):
         original_init = target.__init__
 
@@ -146,7 +143,7 @@ def _patch_model(spec: str, state: State) -> None:
 
         target.__init__ = init
         state.undo.append(lambda: setattr(target, "__init__", original_init))
-    elif callable(target) and owner_obj is not None:
+    elif callable(target) and holder is not None:
 
         @functools.wraps(target)
         def factory(*args: Any, **kwargs: Any) -> Any:
@@ -155,8 +152,8 @@ def _patch_model(spec: str, state: State) -> None:
                 _catch(made, state)
             return made
 
-        setattr(owner_obj, leaf, factory)
-        state.undo.append(lambda: setattr(owner_obj, leaf, target))
+        setattr(holder, leaf, factory)
+        state.undo.append(lambda: setattr(holder, leaf, target))
     module_init = torch.nn.Module.__init__
 
     def any_init(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -176,7 +173,7 @@ def _catch(model: Any, state: State) -> None:
     def before(module: Any, args: tuple, kwargs: dict) -> None:
         state.depth += 1
         if id(module) not in state.calls:
-            snapshot = probes.map_tensors((args, kwargs), lambda t: t.detach().clone())
+            snapshot = map_tensors((args, kwargs), lambda t: t.detach().clone())
             state.calls[id(module)] = snapshot
 
     def after(module: Any, _args: tuple, _kwargs: dict, output: Any) -> None:
@@ -197,8 +194,6 @@ def _patch_losses(state: State) -> None:
         def wrapper(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
             result = _original(*args, **kwargs)
             if state.depth == 0 and len(args) >= 2 and isinstance(args[0], torch.Tensor):
-                from nnlint.sites import user_frame
-
                 frame = user_frame(sys._getframe(1))
                 site = (frame.f_code.co_filename, frame.f_lineno) if frame else None
                 extra = {k: v for k, v in kwargs.items() if v is not None}
@@ -230,8 +225,6 @@ def _stop_at_step(state: State) -> Any:
 
 
 def _setup(state: State, settings: Any) -> Setup | None:
-    from nnlint.replay import resolve
-
     called = [m for m in state.models if id(m) in state.calls]
     if not called:
         return None
@@ -251,13 +244,10 @@ def _setup(state: State, settings: Any) -> Setup | None:
         loss = LossSpec(name, extra, target, input_shape=shape, site=site)
     setup = resolve(model, tuple(args), dict(kwargs), None, None, None, settings, loss=loss)
     setup.optimizer = OptimizerSpec.from_optimizer(state.optimizer, model)
-    setup.origin = "training script"
     return setup
 
 
 def _picklable(setup: Setup) -> Any:
-    from nnlint.inputs import Batch
-
     target = setup.loss.target if setup.loss is not None else None
     batch = Batch(setup.args, setup.kwargs, "training script", target)
     try:

@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnlint.diagnostics import CheckSkipped, ScriptNotRun
-from nnlint.files import display_path
-from nnlint.finding import Finding, Phase
+from nnlint.capture.child import run_child
+from nnlint.core.diagnostics import CheckSkipped, ScriptNotRun
+from nnlint.core.files import display_path
+from nnlint.core.finding import Finding, Phase
+from nnlint.setup import sandbox
+from nnlint.setup.sites import Site
 
 CHECKS_LIMIT = 300.0  # seconds the child may spend on the checks after the capture
 
@@ -42,7 +45,7 @@ class ScriptRun:
 
 
 def learn_from_script(
-    settings: Any, rules: list, fallback: Any, timings: dict[str, float]
+    settings: Any, rules: list, model_site: Site | None, timings: dict[str, float]
 ) -> ScriptRun | None:
     """Run the training script in a forked child; None when there is nothing to run."""
     script = getattr(settings, "script", None)
@@ -58,12 +61,8 @@ def learn_from_script(
         os.close(read_fd)
         code = 0
         try:
-            from nnlint import sandbox
-            from nnlint.intercept import run_child
-
             sandbox.forget()
-
-            run_child(write_fd, script_path, settings, rules, fallback, _send)
+            run_child(write_fd, script_path, settings, rules, model_site, _send)
         except BaseException:
             code = 1
         finally:

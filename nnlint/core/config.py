@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnlint.errors import UsageError
-from nnlint.finding import Severity
+from nnlint.core.errors import UsageError
+from nnlint.core.finding import Severity
 
 DEFAULT_EXCLUDE = (
     ".git",

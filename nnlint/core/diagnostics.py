@@ -10,8 +10,8 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from nnlint.finding import Finding, Severity
-from nnlint.rule import EngineRule
+from nnlint.core.finding import Finding, Severity
+from nnlint.core.rule import EngineRule
 
 
 class InternalError(EngineRule):

@@ -1,14 +1,16 @@
-"""Which files to lint: explicit paths, walked directories, exclusions."""
+"""Which files to lint (explicit paths, walked directories, exclusions) and how to read them."""
 
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
+import tokenize
 from collections.abc import Iterable
 from pathlib import Path
 
-from nnlint.config import DEFAULT_EXCLUDE
-from nnlint.errors import UsageError
+from nnlint.core.config import DEFAULT_EXCLUDE
+from nnlint.core.errors import UsageError
 
 
 def display_path(path: Path, root: Path | None = None) -> str:
@@ -62,3 +64,20 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
                 if name.endswith((".py", ".pyi")) and not is_excluded(file, walk_exclude, root):
                     found[file] = None
     return list(found)
+
+
+def read_source(path: Path) -> str:
+    """Decode a file honouring PEP 263; raises ValueError/OSError with a readable reason."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise ValueError("binary file (contains NUL bytes)")
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError:
+        raise ValueError("not valid utf-8 and no PEP 263 coding declaration") from None
+    try:
+        return data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise ValueError(
+            f"not valid {encoding}: {exc.reason if hasattr(exc, 'reason') else exc}"
+        ) from None

@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import entry_points
 
-from nnlint.diagnostics import ENGINE_RULES
-from nnlint.errors import UsageError
-from nnlint.rule import DynamicRule, EngineRule, GraphRule, Rule, ScriptRule
+from nnlint.core.diagnostics import ENGINE_RULES
+from nnlint.core.errors import UsageError
+from nnlint.core.rule import DynamicRule, EngineRule, GraphRule, Rule, ScriptRule
 
 ENTRY_POINT_GROUP = "nnlint.rules"
 _BASES = (Rule, EngineRule, ScriptRule, GraphRule, DynamicRule)

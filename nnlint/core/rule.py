@@ -17,11 +17,12 @@ none; `tests/test_rule_examples.py` runs every example of every rule.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nnlint.finding import Finding, Phase, Severity
+from nnlint.core.finding import Finding, Phase, Severity
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class EngineRule(Rule):
 
 
 class ScriptRule(Rule):
-    """Reads one file with libcst; gets a `nnlint.source.ScriptContext`.
+    """Reads one file with libcst; gets a `nnlint.script.context.ScriptContext`.
 
     `needs` and `needs_all` are quick text filters that keep whole-tree runs
     fast: the rule is skipped for files containing none of the `needs` strings
@@ -119,18 +120,14 @@ class ScriptRule(Rule):
     needs: ClassVar[tuple[str, ...]] = ("torch",)
     needs_all: ClassVar[tuple[str, ...]] = ()
 
-    def report(self, ctx: Any, node: Any, *, note: str | None = None, **fields: Any) -> Finding:
-        """A finding spanning a libcst node of `ctx`'s module."""
-        pos = ctx.position(node)
-        return self.make(
-            ctx.display_path,
-            pos.start.line,
-            pos.start.column + 1,
-            end_line=pos.end.line,
-            end_column=pos.end.column + 1,
-            note=note,
-            **fields,
+    def report(self, ctx: Any, node: Any, **fields: Any) -> Finding:
+        """Deprecated since 0.2: call `ctx.report(self, node, ...)`, as in every phase."""
+        warnings.warn(
+            "ScriptRule.report(ctx, node) is deprecated; use ctx.report(self, node)",
+            DeprecationWarning,
+            stacklevel=2,
         )
+        return ctx.report(self, node, **fields)
 
 
 class GraphRule(Rule):
@@ -145,8 +142,8 @@ class DynamicRule(Rule):
     `alongside = True` marks a long check (training a copy for hundreds of
     steps) that may run in a worker thread while the others run, on small CPU
     models whose forward draws nothing from the global RNG
-    (`nnlint.dynamic.run_checks`). Such a check must not reseed or draw from the
-    global RNG itself; `nnlint.dynamic.reseed` raises there.
+    (`nnlint.dynamic.alongside`). Such a check must not reseed or draw from the
+    global RNG itself; `nnlint.dynamic.context.reseed` raises there.
     """
 
     kind = Phase.DYNAMIC

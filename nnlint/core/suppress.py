@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnlint.diagnostics import InvalidSuppression
-from nnlint.finding import Finding
-from nnlint.source import read_source
+from nnlint.core.diagnostics import InvalidSuppression
+from nnlint.core.files import read_source
+from nnlint.core.finding import Finding
 
 ALL = None  # a suppression that covers every code
 

@@ -1,6 +1,9 @@
-"""Tensor plumbing for the dynamic checks: outputs, batches, perturbations, losses.
+"""Tensor plumbing for the dynamic checks: subsets, perturbations, losses, recordings.
 
-Imported only once torch is: the dynamic phase and its rules call in here.
+Imported only once torch is: the dynamic phase and its rules call in here. The
+basic plumbing shared with the setup (the main output, tensor flattening, the
+inputs of a batch) lives in `nnlint.setup.tensors` and is re-exported here, so
+a rule needs one import.
 """
 
 from __future__ import annotations
@@ -11,79 +14,30 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nnlint.training import LossSpec
+from nnlint.setup.specs import LossSpec
+from nnlint.setup.tensors import (
+    batch_size,
+    get_input,
+    input_names,
+    main_output,
+    map_tensors,
+    primary_key,
+    tensors,
+    with_input,
+)
+
+__all__ = [
+    "batch_size",
+    "get_input",
+    "input_names",
+    "main_output",
+    "map_tensors",
+    "primary_key",
+    "tensors",
+    "with_input",
+]
 
 ACTIVATIONS = ("relu", "relu6", "sigmoid", "tanh")
-
-
-def main_output(out: Any) -> torch.Tensor | None:
-    """The tensor a loss would read: the output itself, `.logits`, or the first tensor."""
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(out, dict):
-        if isinstance(out.get("logits"), torch.Tensor):
-            return out["logits"]
-        out = list(out.values())
-    if isinstance(out, list | tuple):
-        for item in out:
-            found = main_output(item)
-            if found is not None:
-                return found
-    return None
-
-
-def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, tuple | list):
-        return type(obj)(map_tensors(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return {k: map_tensors(v, fn) for k, v in obj.items()}
-    return obj
-
-
-def tensors(obj: Any) -> list[torch.Tensor]:
-    found: list[torch.Tensor] = []
-    map_tensors(obj, found.append)
-    return found
-
-
-def input_names(args: tuple, kwargs: dict) -> list[tuple[Any, str]]:
-    """(key, display name) of each tensor input: an index into args or a kwarg name."""
-    named = [(i, f"argument {i}") for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
-    named += [
-        (k, f"`{k}`") for k, v in kwargs.items() if isinstance(v, torch.Tensor) and k != "labels"
-    ]
-    return named
-
-
-def get_input(args: tuple, kwargs: dict, key: Any) -> torch.Tensor:
-    return args[key] if isinstance(key, int) else kwargs[key]
-
-
-def with_input(args: tuple, kwargs: dict, key: Any, value: torch.Tensor) -> tuple[tuple, dict]:
-    if isinstance(key, int):
-        return args[:key] + (value,) + args[key + 1 :], kwargs
-    return args, {**kwargs, key: value}
-
-
-def primary_key(args: tuple, kwargs: dict) -> Any:
-    """The input that carries the data: `input_ids`, else the first tensor."""
-    if isinstance(kwargs.get("input_ids"), torch.Tensor):
-        return "input_ids"
-    named = input_names(args, kwargs)
-    return named[0][0] if named else None
-
-
-def batch_size(args: tuple, kwargs: dict) -> int | None:
-    key = primary_key(args, kwargs)
-    if key is None:
-        return None
-    x = get_input(args, kwargs, key)
-    return x.shape[0] if x.dim() else None
 
 
 def take(obj: Any, n: int, index: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Capture a model's forward as a `nnlint.graph.Graph`.
+"""Capture a model's forward as a `nnlint.graph.graph.Graph`.
 
 The main path records one real forward (train mode, `no_grad`) with a
 `TorchFunctionMode` and module forward hooks: it sees every op with its real
@@ -9,7 +9,7 @@ dropout is already decomposed away on CPU.
 
 Without an input, or when the recorded forward fails, `torch.fx` traces the
 model symbolically (no shapes). The model, its modes, buffers and the global
-RNGs are left as they were (`nnlint.preserve`).
+RNGs are left as they were (`nnlint.setup.preserve`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import sys
 import weakref
 from typing import Any
 
-from nnlint.graph import KIND_OF_NAME, Graph, ModuleCall, Node, kind_of
-from nnlint.inputs import Batch, call
-from nnlint.preserve import preserved
-from nnlint.sites import is_user_file, user_caller
+from nnlint.graph.graph import KIND_OF_NAME, Graph, ModuleCall, Node, kind_of, module_kind
+from nnlint.setup.inputs import Batch, call
+from nnlint.setup.preserve import preserved
+from nnlint.setup.sites import is_user_file, user_caller
+from nnlint.setup.tensors import tensors
 
 # Tensor metadata reads: no data flows through them.
 _METADATA = frozenset(
@@ -62,22 +63,6 @@ class CaptureError(Exception):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _tensors(value: Any, depth: int = 0) -> list[Any]:
-    """Tensors in a model output: a tensor, a tuple/list, a dict or an HF ModelOutput."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if depth > 4:
-        return []
-    if isinstance(value, dict):
-        keys = sorted(value, key=lambda k: k != "logits")
-        return [t for k in keys for t in _tensors(value[k], depth + 1)]
-    if isinstance(value, tuple | list):
-        return [t for v in value for t in _tensors(v, depth + 1)]
-    return []
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
@@ -207,7 +192,7 @@ class _Recorder:
 
     def outputs(self, result: Any) -> list[int]:
         found: list[int] = []
-        for tensor in _tensors(result):
+        for tensor in tensors(result):
             entry = self.producers.get(id(tensor))
             if entry is not None and entry[0]() is tensor and entry[1] not in found:
                 found.append(entry[1])
@@ -242,7 +227,7 @@ def record(model: Any, batch: Batch) -> Graph:
 
     The model's modes and buffers and the torch RNG are restored. Python's and
     NumPy's global RNGs are not saved here: the model phase restores them once
-    around everything it runs (`nnlint.preserve.global_rngs`).
+    around everything it runs (`nnlint.setup.preserve.global_rngs`).
     """
     import torch
 
@@ -261,7 +246,7 @@ def record(model: Any, batch: Batch) -> Graph:
     finally:
         pre.remove()
         post.remove()
-    if not _tensors(result):
+    if not tensors(result):
         kind = type(result).__name__
         raise CaptureError(f"the forward returned a {kind} that holds no tensor")
     graph = Graph(
@@ -273,30 +258,6 @@ def record(model: Any, batch: Batch) -> Graph:
         has_shapes=True,
     )
     return graph.link()
-
-
-def _module_kind(module: Any) -> str:
-    import torch.nn as nn
-
-    table = (
-        (nn.modules.conv._ConvNd, "conv"),
-        (nn.Linear, "linear"),
-        (nn.modules.batchnorm._BatchNorm, "batch_norm"),
-        (nn.modules.instancenorm._InstanceNorm, "instance_norm"),
-        (nn.LayerNorm | nn.GroupNorm, "norm"),
-        (nn.modules.dropout._DropoutNd, "dropout"),
-        (nn.Softmax, "softmax"),
-        (nn.LogSoftmax, "log_softmax"),
-        (nn.Flatten, "flatten"),
-        (nn.Identity, "identity"),
-        (nn.Embedding, "embedding"),
-    )
-    for cls, kind in table:
-        if isinstance(module, cls):
-            return kind
-    if type(module).__module__ == "torch.nn.modules.activation":
-        return "activation"
-    return "other"
 
 
 def _module_attrs(kind: str, module: Any) -> dict[str, Any]:
@@ -367,7 +328,7 @@ def trace(model: Any) -> Graph:
         )
         if fx_node.op == "call_module":
             module = modules[fx_node.target]
-            node.kind, node.target = _module_kind(module), type(module).__name__.lower()
+            node.kind, node.target = module_kind(module), type(module).__name__.lower()
             node.module, node.module_name = module, fx_node.target
             node.attrs = _module_attrs(node.kind, module)
             node.params = tuple(f"{fx_node.target}.{n}" for n, _ in module.named_parameters())
@@ -390,7 +351,7 @@ def capture(model: Any, batch: Batch | None) -> Graph:
     """The recorded forward when there is a batch, else (or when it fails) an fx trace.
 
     When the forward on the batch fails but the trace works, the graph's
-    `fallback` says why, so that the user learns the shape-aware rules were skipped.
+    `fx_reason` says why, so that the user learns the shape-aware rules were skipped.
     """
     if batch is not None:
         try:
@@ -400,6 +361,6 @@ def capture(model: Any, batch: Batch | None) -> Graph:
                 graph = trace(model)
             except CaptureError:
                 raise runtime from None
-            graph.fallback = f"{runtime}; used a torch.fx trace without shapes instead"
+            graph.fx_reason = f"{runtime}; used a torch.fx trace without shapes instead"
             return graph
     return trace(model)

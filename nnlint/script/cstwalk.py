@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from nnlint._cstfields import FIELDS
+from nnlint.script._cstfields import FIELDS
 
 # Field names that never hold syntax a rule reads; used for classes missing from FIELDS.
 SKIPPED = frozenset(

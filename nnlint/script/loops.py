@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
-from nnlint.source import ScriptContext
-from nnlint.values import Values, values
+from nnlint.script.context import ScriptContext
+from nnlint.script.values import Values, values
 
 BACKWARD, STEP, ZERO_GRAD = "backward", "step", "zero_grad"
 GRAD_WRITE, CLIP, UNSCALE, EVAL, TRAIN = "grad_write", "clip", "unscale", "eval", "train"

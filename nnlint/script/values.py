@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import libcst as cst
 from libcst.metadata import Assignment
 
-from nnlint.source import ScriptContext
+from nnlint.script.context import ScriptContext
 
 TENSOR_TAGS = frozenset({"loss", "probs", "log_probs", "sigmoid"})
 # Methods that keep what a tensor is (a loss stays a loss after `.mean()`).

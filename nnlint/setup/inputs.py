@@ -24,8 +24,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from nnlint.errors import UsageError
-from nnlint.preserve import preserved
+from nnlint.core.errors import UsageError
+from nnlint.setup.load import TargetSpec, import_target, search_dirs
+from nnlint.setup.preserve import preserved
 
 BATCH_SIZE = 4
 _TOKEN_LENGTHS = (16, 8, 32, 4, 64, 128)
@@ -107,12 +108,7 @@ def _unwrap(value: Any, depth: int = 0) -> Any:
 
 def from_data(spec: str, model: Any, settings: Any) -> Batch:
     """The batch `--data module:fn` gives. Import errors are UsageErrors; runtime ones ValueErrors."""
-    from nnlint.model import import_target, search_dirs
-
-    try:
-        target = import_target(spec, search_dirs(settings))
-    except UsageError as exc:
-        raise UsageError(str(exc).replace("--model", "--data", 1)) from None
+    target = import_target(TargetSpec.parse(spec, "--data"), search_dirs(settings))
     try:
         raw = _unwrap(target)
     except ValueError as exc:
@@ -153,7 +149,7 @@ def from_model(model: Any) -> Batch | None:
     return None
 
 
-def _dtype(name: str | None) -> Any:
+def dtype_named(name: str | None) -> Any:
     import torch
 
     if name is None:
@@ -212,7 +208,7 @@ def synthesize(model: Any, settings: Any) -> tuple[Batch | None, str | None]:
 
     layer = _first_layer(model)
     guess = _candidates(layer) if layer is not None else None
-    dtype = _dtype(getattr(settings, "input_dtype", None))
+    dtype = dtype_named(getattr(settings, "input_dtype", None))
     shape = getattr(settings, "input_shape", None)
     device = _device(model)
     if shape:

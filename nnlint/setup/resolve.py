@@ -4,8 +4,7 @@
 a given `loss_fn` or `--loss` wins; HF-style models given `labels` use their
 own `.loss`; otherwise the loss is inferred from the target and the output
 (class indices -> cross-entropy, same-shaped floats -> MSE), and without a
-target from `--task` with synthesized labels. `run_dynamic(...)` is the phase's
-entry point for `nnlint.check` and the CLI.
+target from `--task` with synthesized labels.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from typing import Any
 
 import torch
 
-from nnlint import probes
-from nnlint.training import (
+from nnlint.setup import tensors
+from nnlint.setup.specs import (
     LossSpec,
     OptimizerSpec,
     Setup,
@@ -40,8 +39,8 @@ def declared_task(
         config, "is_decoder", False
     ):
         return "causal-lm"
-    key = probes.primary_key(args, kwargs)
-    x = probes.get_input(args, kwargs, key) if key is not None else None
+    key = tensors.primary_key(args, kwargs)
+    x = tensors.get_input(args, kwargs, key) if key is not None else None
     if (
         isinstance(x, torch.Tensor)
         and isinstance(target, torch.Tensor)
@@ -107,8 +106,8 @@ def infer_loss(
         return None
     n = logits.shape[0]
     if task == "causal-lm" or (task is None and logits.dim() == 3):
-        key = probes.primary_key(args, kwargs)
-        x = probes.get_input(args, kwargs, key) if key is not None else None
+        key = tensors.primary_key(args, kwargs)
+        x = tensors.get_input(args, kwargs, key) if key is not None else None
         if (
             isinstance(x, torch.Tensor)
             and x.dim() == 2
@@ -139,7 +138,7 @@ def resolve(
     """The `Setup` for a model, its inputs and whatever the user said about training."""
     task = getattr(settings, "task", None)
     out = _output(model, args, kwargs)
-    logits = probes.main_output(out)
+    logits = tensors.main_output(out)
     if loss is None and loss_fn is not None:
         loss = loss_from_callable(loss_fn)
         loss.target = target
@@ -184,37 +183,3 @@ def training_optimizer(setup: Setup, settings: Any = None) -> tuple[OptimizerSpe
     if setup.optimizer is not None:
         return setup.optimizer, True
     return default_optimizer(setup.model, getattr(settings, "optimizer", None)), False
-
-
-def run_dynamic(
-    model: Any,
-    batch: Any,
-    loss_fn: Any,
-    optimizer: Any,
-    rules: list,
-    settings: Any,
-    fallback: Any,
-    timings: dict[str, float],
-) -> list:
-    """The dynamic phase in this process, on `batch` (an `nnlint.inputs.Batch` or None)."""
-    import dataclasses
-    import time
-    from pathlib import Path
-
-    from nnlint.dynamic import dynamic_phase
-    from nnlint.files import display_path
-    from nnlint.finding import Phase
-
-    if batch is None or not settings.dynamic or not any(r.kind is Phase.DYNAMIC for r in rules):
-        return []
-    start = time.perf_counter()
-    setup = resolve(model, batch.args, batch.kwargs, batch.target, loss_fn, optimizer, settings)
-    from nnlint.sites import is_user_file
-
-    path, line = str(Path(settings.root) / "<model>"), 1
-    if fallback is not None and is_user_file(fallback.path):
-        path, line = fallback.path, fallback.line
-    found = dynamic_phase(setup, rules, settings, path=path, line=line, timings=timings)
-    timings["dynamic"] = time.perf_counter() - start
-    root = Path(settings.root)
-    return [dataclasses.replace(f, path=display_path(Path(f.path), root)) for f in found]

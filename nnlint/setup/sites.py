@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-_NNLINT_DIR = str(Path(__file__).resolve().parent)
+_NNLINT_DIR = str(Path(__file__).resolve().parents[1])
 _LIBRARY_DIRS = tuple(
     {
         sysconfig.get_paths()["stdlib"],
@@ -238,6 +238,11 @@ def definition(obj: Any) -> tuple[str, int] | None:
         return path, inspect.getsourcelines(obj)[1]
     except (OSError, TypeError):
         return None
+
+
+def user_site(site: Site | None, default: Site) -> Site:
+    """`site` when it lies in the user's code, else `default`: findings never point into a library."""
+    return site if site is not None and is_user_file(site.path) else default
 
 
 def site_for(model: Any, qualified_name: str) -> Site | None:

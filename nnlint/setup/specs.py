@@ -1,6 +1,6 @@
 """The training setup the dynamic checks replay: inputs, loss and optimizer.
 
-It comes from the training script (`nnlint.trainrun`), from `nnlint.check(...)`
+It comes from the training script (`nnlint.capture`), from `nnlint.check(...)`
 arguments, or from `--task`/`--loss`/`--optimizer` when neither says. Everything
 here is rebuilt on a fresh copy of the model, so no check touches the user's objects.
 """
@@ -140,7 +140,6 @@ class Setup:
     loss: LossSpec | None = None
     optimizer: OptimizerSpec | None = None
     task: str | None = None
-    origin: str = "given"
 
 
 _FUSABLE_DTYPES = ("float16", "bfloat16", "float32", "float64")

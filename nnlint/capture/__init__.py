@@ -1,0 +1,1 @@
+"""Running the training script in a forked child up to its first optimizer step."""

@@ -1,0 +1,1 @@
+"""The engine's foundations: findings, rules, the registry, config, files, suppressions."""

@@ -1,0 +1,1 @@
+"""The dynamic phase: checks that run the model on the real batch, loss and optimizer."""

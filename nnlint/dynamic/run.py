@@ -1,0 +1,70 @@
+"""Running one dynamic check: its budget, and what a skip, a timeout or a crash becomes."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from nnlint.core.diagnostics import CheckSkipped, InternalError
+from nnlint.core.finding import Finding, Severity
+from nnlint.dynamic.context import CheckTimeout, DynamicContext, Skip
+
+
+@contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Interrupt a check stuck inside one long call (main thread only; elsewhere `tick` does)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise CheckTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_one(ctx: DynamicContext, rule: Any, verbose: bool, debug: bool) -> list[Finding]:
+    ctx.begin(rule)
+    try:
+        with _alarm(ctx.budget + 1.0):
+            return list(rule.check(ctx))
+    except Skip as skip:
+        return [skipped(ctx, rule, str(skip))] if verbose else []
+    except CheckTimeout:
+        return [skipped(ctx, rule, f"ran past its {ctx.budget:g} s budget")]
+    except Exception as exc:
+        return [crashed(ctx, rule, exc, debug)]
+
+
+def crashed(ctx: DynamicContext, rule: Any, exc: BaseException, debug: bool) -> Finding:
+    return InternalError.make(
+        ctx.path,
+        ctx.line,
+        1,
+        rule=f"{rule.code} ({rule.name})",
+        error=f"{type(exc).__name__}: {exc}",
+        note=traceback.format_exc() if debug else None,
+    )
+
+
+def skipped(ctx: DynamicContext, rule: Any, reason: str) -> Finding:
+    return CheckSkipped.make(
+        ctx.path,
+        ctx.line,
+        1,
+        rule=f"{rule.code} ({rule.name})",
+        reason=reason,
+        severity=Severity.INFO,
+    )

@@ -1,0 +1,1 @@
+"""The script phase: training scripts read with libcst, never run, torch never imported."""

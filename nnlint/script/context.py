@@ -1,0 +1,112 @@
+"""What a script rule gets: one parsed file, its tree, scopes and qualified names."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import libcst as cst
+from libcst.metadata import (
+    CodeRange,
+    MetadataWrapper,
+    PositionProvider,
+    QualifiedName,
+    ScopeProvider,
+)
+
+from nnlint.core.finding import Finding
+from nnlint.script.cstwalk import Tree
+
+
+class ScriptContext:
+    """One parsed file, shared by all script rules.
+
+    Everything is computed once, on first use, and cached, so ten rules cost one
+    resolution: `tree` (children, parents and source order, from one cheap pass),
+    libcst's scopes and qualified names, and positions. Positions need a code
+    generation pass over the whole file, so they are resolved only when asked
+    for, which in practice is when a rule reports a finding. `project_root` is
+    where the nearest config or pyproject lives.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        display_path: str,
+        source: str,
+        module: cst.Module,
+        project_root: Path | None = None,
+    ) -> None:
+        self.path = path
+        self.display_path = display_path
+        self.source = source
+        self.module = module
+        self.project_root = project_root or path.parent
+        self._cache: dict[str, Any] = {}
+        self._names: dict[cst.CSTNode, set[QualifiedName]] = {}
+
+    @cached_property
+    def wrapper(self) -> MetadataWrapper:
+        # unsafe_skip_copy: the module is ours alone, and copying costs a full tree walk.
+        return MetadataWrapper(self.module, unsafe_skip_copy=True)
+
+    @cached_property
+    def tree(self) -> Tree:
+        return Tree(self.module)
+
+    @cached_property
+    def scopes(self) -> Any:
+        """libcst's scope of every node (`ScopeProvider`), resolved once."""
+        return self.wrapper.resolve(ScopeProvider)
+
+    @cached_property
+    def _positions(self) -> Any:
+        return self.wrapper.resolve(PositionProvider)
+
+    def position(self, node: cst.CSTNode) -> CodeRange:
+        return self._positions[node]
+
+    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        return self.tree.parent(node)
+
+    def qualified_names(self, node: cst.CSTNode) -> set[QualifiedName]:
+        """What `node` names, through the file's imports (libcst's scope analysis).
+
+        The same answer as libcst's `QualifiedNameProvider`, which asks the same
+        `Scope.get_qualified_names_for`, but only for the nodes a rule asks about:
+        the provider walks the whole tree once more to prepare an answer for each.
+        """
+        found = self._names.get(node)
+        if found is None:
+            scope = self.scope(node)
+            found = set(scope.get_qualified_names_for(node)) if scope is not None else set()
+            self._names[node] = found
+        return found
+
+    def qualified_name_strings(self, node: cst.CSTNode) -> set[str]:
+        return {q.name for q in self.qualified_names(node)}
+
+    def scope(self, node: cst.CSTNode) -> Any:
+        return self.scopes.get(node)
+
+    def report(
+        self, rule: Any, node: cst.CSTNode, /, note: str | None = None, **fields: Any
+    ) -> Finding:
+        """`rule`'s finding spanning `node`, its message filled with `fields`."""
+        pos = self.position(node)
+        return rule.make(
+            self.display_path,
+            pos.start.line,
+            pos.start.column + 1,
+            end_line=pos.end.line,
+            end_column=pos.end.column + 1,
+            note=note,
+            **fields,
+        )
+
+    def shared(self, key: str, build: Any) -> Any:
+        """A per-file analysis computed once and shared by every rule that asks for it."""
+        if key not in self._cache:
+            self._cache[key] = build(self)
+        return self._cache[key]

@@ -1,0 +1,1 @@
+"""The training setup: the model loaded, its inputs, loss and optimizer, the guards around user code."""

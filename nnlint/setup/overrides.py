@@ -1,0 +1,61 @@
+"""Model-phase flags checked before anything runs: a flag that cannot work is a usage error."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from nnlint.core.errors import UsageError
+from nnlint.setup.inputs import dtype_named
+from nnlint.setup.load import TargetSpec, put_on_path, require_torch, search_dirs
+from nnlint.setup.specs import KNOWN_LOSSES, optimizer_from_spec
+
+
+def check_device(device: str) -> None:
+    """A UsageError unless `device` names a device torch can use here."""
+    torch = require_torch()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"--device {device!r}: {str(exc).splitlines()[0]}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available on this machine")
+    if parsed.type == "cuda" and parsed.index is not None:
+        if parsed.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise UsageError(f"--device {device}: this machine has {count} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available on this machine")
+
+
+def _check_loss(settings: Any) -> None:
+    if ":" not in settings.loss:
+        if settings.loss not in KNOWN_LOSSES:
+            known = ", ".join(KNOWN_LOSSES)
+            raise UsageError(f"--loss {settings.loss!r}: unknown loss (known: {known})")
+        return
+    spec = TargetSpec.parse(settings.loss, "--loss")
+    put_on_path(search_dirs(settings))
+    try:
+        found = importlib.util.find_spec(spec.module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise UsageError(f"--loss {settings.loss!r}: cannot find module {spec.module!r}")
+
+
+def check_overrides(settings: Any) -> None:
+    """UsageErrors for model-phase flags that cannot work, before anything runs."""
+    require_torch()
+    if settings.capture_timeout is not None and float(settings.capture_timeout) <= 0:
+        raise UsageError(f"--capture-timeout {settings.capture_timeout:g}: must be positive")
+    if settings.device != "cpu":
+        check_device(settings.device)
+    dtype_named(settings.input_dtype)
+    if settings.optimizer:
+        try:
+            optimizer_from_spec(settings.optimizer)
+        except ValueError as exc:
+            raise UsageError(f"--optimizer {settings.optimizer!r}: {exc}") from None
+    if settings.loss:
+        _check_loss(settings)
