@@ -71,7 +71,7 @@ def test_crashing_rule_becomes_nn001_and_others_still_run(cli, write, monkeypatc
     import nnlint.core.registry
 
     registry = Registry([*load_registry().rules, Crashes])
-    monkeypatch.setattr(nnlint.registry, "load_registry", lambda: registry)
+    monkeypatch.setattr(nnlint.core.registry, "load_registry", lambda: registry)
     write("train.py", BUGGY)
     run = cli("--format", "concise", "train.py")
     assert run.code == 2

@@ -208,6 +208,30 @@ class InvalidSuppression(EngineRule):
     default_enabled = False
 
 
+class NotAnalysed(EngineRule):
+    """A valid file that the script phase cannot analyse.
+
+    ## What it does
+    Reports a file that Python compiles but that nnlint leaves out: nested
+    too deeply for its parser (a generated expression thousands of terms
+    long), or written in a form libcst's parser does not accept. The other
+    files are still linted.
+
+    ## Why is this bad?
+    It is not a bug in the file: it says that no script rule checked it.
+
+    ## Example
+    A generated file holding `x = a + a + a + ...` with 10,000 terms.
+
+    ## Use instead
+    Nothing to change; exclude generated files with `exclude = [...]`.
+    """
+
+    code = "NN009"
+    name = "file-not-analysed"
+    message = "script rules skipped: {reason}"
+
+
 ENGINE_RULES = (
     InternalError,
     SyntaxErrorFinding,
@@ -217,6 +241,7 @@ ENGINE_RULES = (
     ScriptNotRun,
     CheckSkipped,
     InvalidSuppression,
+    NotAnalysed,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import os
+import stat
 import tokenize
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,7 +19,7 @@ def display_path(path: Path, root: Path | None = None) -> str:
     root = root or Path.cwd()
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside root, or a symlink loop
         return path.as_posix()
 
 
@@ -44,9 +45,11 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)
+        if path.is_symlink() and not path.exists():
+            raise UsageError(f"{raw}: a symbolic link to nothing, or a loop of links")
         if not path.exists():
             raise UsageError(f"{raw}: no such file or directory")
-        if path.is_file():
+        if not path.is_dir():
             if not is_excluded(path, user_exclude, root):
                 found[path] = None
             continue
@@ -55,19 +58,40 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
             dirnames[:] = sorted(
                 d
                 for d in dirnames
-                if not is_excluded(here / d, walk_exclude, root)
-                # any virtual environment, whatever its name
-                and not (here / d / "pyvenv.cfg").exists()
+                if not is_excluded(here / d, walk_exclude, root) and not _is_venv(here / d)
             )
             for name in sorted(filenames):
                 file = here / name
-                if name.endswith((".py", ".pyi")) and not is_excluded(file, walk_exclude, root):
+                if (
+                    name.endswith((".py", ".pyi"))
+                    and not is_excluded(file, walk_exclude, root)
+                    and _is_regular(file)
+                ):
                     found[file] = None
     return list(found)
 
 
+def _is_venv(folder: Path) -> bool:
+    """Any virtual environment, whatever its name (an unreadable folder is none)."""
+    try:
+        return (folder / "pyvenv.cfg").exists()
+    except OSError:
+        return False
+
+
+def _is_regular(file: Path) -> bool:
+    """A walk lints regular files only: not FIFOs, sockets, devices or broken links."""
+    try:
+        return stat.S_ISREG(file.stat().st_mode)
+    except OSError:
+        return False
+
+
 def read_source(path: Path) -> str:
     """Decode a file honouring PEP 263; raises ValueError/OSError with a readable reason."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        raise ValueError("not a regular file" + (" (a FIFO)" if stat.S_ISFIFO(mode) else ""))
     data = path.read_bytes()
     if b"\x00" in data:
         raise ValueError("binary file (contains NUL bytes)")

@@ -8,25 +8,67 @@ from pathlib import Path
 
 import libcst as cst
 
-from nnlint.core.diagnostics import SyntaxErrorFinding, UnreadableFile, run_rule
+from nnlint.core.diagnostics import NotAnalysed, SyntaxErrorFinding, UnreadableFile, run_rule
 from nnlint.core.files import read_source
 from nnlint.core.finding import Finding
 from nnlint.core.rule import ScriptRule
 from nnlint.script.context import ScriptContext
 
+# How deeply libcst's tree may nest before the file is left out. libcst nests
+# `a or b or c` and `a < b < c` pairwise, so an n-way chain counts n levels; its
+# parser and visitors recurse, and past a few hundred levels they crawl, exhaust
+# the recursion limit or crash the process. Real code stays below 100.
+MAX_DEPTH = 200
 
-def _syntax_error(display: str, source: str, exc: cst.ParserSyntaxError) -> Finding:
-    """Python's own message and position where it has one; libcst's otherwise."""
+
+def nesting(tree: ast.AST) -> int:
+    """How deeply the tree nests, counting n-ary boolean and comparison chains as libcst does."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, ast.BoolOp):
+            depth += len(node.values)
+        elif isinstance(node, ast.Compare):
+            depth += len(node.ops)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+_TOO_DEEP = "too deeply nested for Python's parser"
+
+
+def parse(display: str, source: str) -> tuple[cst.Module | None, Finding | None]:
+    """The libcst module, or the finding that says why there is none.
+
+    CPython parses first (it is fast and bounded). A file it cannot build a
+    tree for is a syntax error. One it rejects may still be valid for a newer
+    Python, which libcst reads, so its SyntaxError stands only if libcst
+    rejects the file too. A file nested too deeply for libcst, or that libcst
+    rejects although CPython accepts it, is left out with an info finding.
+    """
+    rejected: Finding | None = None
     try:
-        compile(source, display, "exec", ast.PyCF_ONLY_AST)
+        depth = nesting(ast.parse(source, display))
     except SyntaxError as err:
-        return SyntaxErrorFinding.make(display, err.lineno or 1, err.offset or 1, error=err.msg)
-    except (ValueError, RecursionError, MemoryError) as err:
-        return SyntaxErrorFinding.make(display, 1, 1, error=str(err))
-    first = exc.message.strip().splitlines()[0] if exc.message.strip() else "invalid syntax"
-    return SyntaxErrorFinding.make(
-        display, exc.raw_line, exc.raw_column + 1, error=f"libcst cannot parse this file: {first}"
-    )
+        line, column = err.lineno or 1, err.offset or 1
+        rejected = SyntaxErrorFinding.make(display, line, column, error=err.msg)
+    except (RecursionError, MemoryError):
+        return None, SyntaxErrorFinding.make(display, 1, 1, error=_TOO_DEEP)
+    else:
+        if depth > MAX_DEPTH:
+            reason = f"it nests {depth} levels deep, more than the {MAX_DEPTH} nnlint analyses"
+            return None, NotAnalysed.make(display, 1, 1, reason=reason)
+    try:
+        return cst.parse_module(source), None
+    except (cst.ParserSyntaxError, RecursionError) as exc:
+        if rejected is not None:
+            return None, rejected
+        text = getattr(exc, "message", "") or str(exc)
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        reason = f"libcst cannot parse it, though Python can ({first})"
+        return None, NotAnalysed.make(display, 1, 1, reason=reason)
 
 
 def lint_file(
@@ -43,12 +85,9 @@ def lint_file(
         return [UnreadableFile.make(display, 1, 1, error=exc.strerror or str(exc))]
     except ValueError as exc:
         return [UnreadableFile.make(display, 1, 1, error=str(exc))]
-    try:
-        module = cst.parse_module(source)
-    except cst.ParserSyntaxError as exc:
-        return [_syntax_error(display, source, exc)]
-    except RecursionError:
-        return [SyntaxErrorFinding.make(display, 1, 1, error="nesting too deep to parse")]
+    module, problem = parse(display, source)
+    if module is None:
+        return [problem]
     active = [
         r
         for r in rules

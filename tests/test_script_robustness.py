@@ -1,0 +1,120 @@
+"""The script phase on input built to break it: deep nesting, odd files, broken pipes.
+
+A file nnlint cannot analyse is one finding for that file; the others' findings
+always come out, in bounded time, and nnlint never crashes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import BUGGY
+
+DEEP = {
+    "additions": "x = " + " + ".join(["a"] * 10_000),
+    "attributes": "x = a" + ".b" * 20_000,
+    "calls": "x = f" + "()" * 20_000,
+    "subscripts": "x = a" + "[0]" * 20_000,
+    "conditionals": "x = " + " if c else ".join(["a"] * 5_000),
+    "or-chain": "x = " + " or ".join(["a"] * 20_000),
+    "comparisons": "x = " + " < ".join(["a"] * 5_000),
+}
+
+
+def nnlint(*args: str, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "nnlint", "--isolated", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("shape", sorted(DEEP))
+def test_deeply_nested_file_is_one_finding_and_the_others_still_come_out(tmp_path, shape):
+    (tmp_path / "a_deep.py").write_text("import torch\n" + DEEP[shape] + "\n")
+    (tmp_path / "b_train.py").write_text(BUGGY)
+    run = nnlint("--format", "concise", "-j", "1", ".", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert "b_train.py:8:5: NN201" in run.stdout
+    deep = [line for line in run.stdout.splitlines() if line.startswith("a_deep.py")]
+    assert len(deep) == 1, run.stdout
+    assert " NN002 " in deep[0] or " NN009 " in deep[0]
+    assert "nest" in deep[0], deep[0]
+
+
+def test_depth_counts_chains_as_libcst_nests_them():
+    import ast
+
+    from nnlint.script.phase import MAX_DEPTH, nesting
+
+    assert nesting(ast.parse("x = a or b or c")) < nesting(
+        ast.parse("x = " + " or ".join("a" * 50))
+    )
+    assert nesting(ast.parse("x = " + " or ".join(["a"] * (MAX_DEPTH + 1)))) > MAX_DEPTH
+    real = open(ast.__file__, encoding="utf-8").read()  # a big real module stays far below
+    assert nesting(ast.parse(real)) < MAX_DEPTH // 2
+
+
+def test_valid_python_that_libcst_rejects_is_an_info_finding(tmp_path):
+    strings = " ".join(['"a"'] * 6_000)
+    (tmp_path / "joined.py").write_text(f"import torch\nx = ({strings})\n")
+    compile((tmp_path / "joined.py").read_text(), "joined.py", "exec")  # Python accepts it
+    run = nnlint("--format", "concise", "joined.py", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr  # info does not fail the run
+    assert "joined.py:1:1: NN009 script rules skipped: libcst cannot parse it" in run.stdout
+
+
+def test_a_real_syntax_error_is_still_nn002(tmp_path):
+    (tmp_path / "bad.py").write_text("def f(:\n    pass\n")
+    run = nnlint("--format", "concise", "bad.py", cwd=tmp_path)
+    assert "bad.py:1:7: NN002 syntax error: invalid syntax" in run.stdout
+
+
+def test_walks_survive_symlink_loops_dangling_links_and_fifos(tmp_path):
+    (tmp_path / "train.py").write_text(BUGGY)
+    (tmp_path / "loop.py").symlink_to("loop.py")
+    (tmp_path / "gone.py").symlink_to("nowhere.py")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "up").symlink_to("..")
+    os.mkfifo(tmp_path / "sub" / "pipe.py")
+    run = nnlint("--format", "concise", ".", cwd=tmp_path, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert run.stdout.splitlines()[0].startswith("train.py:8:5: NN201")
+    assert "internal error" not in run.stderr and run.stderr == ""
+
+
+def test_a_fifo_named_on_the_command_line_is_unreadable_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "pipe.py")
+    run = nnlint("--format", "concise", "pipe.py", cwd=tmp_path, timeout=120)
+    assert "pipe.py:1:1: NN003 cannot read file: not a regular file (a FIFO)" in run.stdout
+
+
+def test_a_symlink_loop_named_on_the_command_line_is_a_usage_error(tmp_path):
+    (tmp_path / "loop.py").symlink_to("loop.py")
+    run = nnlint("loop.py", cwd=tmp_path, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr == "nnlint: error: loop.py: a symbolic link to nothing, or a loop of links\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--format", "concise", "."),
+        ("--format", "json", "."),
+        ("--format", "sarif", "."),
+        ("--format", "github", "."),
+        ("--list-rules",),
+        ("rule", "NN201"),
+    ],
+)
+def test_a_closed_pipe_ends_quietly(tmp_path, args):
+    for i in range(40):
+        (tmp_path / f"train{i}.py").write_text(BUGGY)
+    command = [sys.executable, "-m", "nnlint", "--isolated", *args]
+    nnlint_proc = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    nnlint_proc.stdout.close()  # the reader is gone before nnlint writes
+    _, err = nnlint_proc.communicate(timeout=600)
+    assert err.decode() == ""
+    assert nnlint_proc.returncode in (0, 1)
