@@ -249,6 +249,8 @@ def _model_kwargs(text: str) -> dict:
 def _apply_selection(settings: Settings, args: argparse.Namespace) -> None:
     if args.select is not None:
         settings.select = _flatten(args.select)
+        if not settings.select:
+            raise UsageError("--select '': names no rule (use --select ALL for every rule)")
     settings.extend_select += _flatten(args.extend_select) or []
     settings.ignore += _flatten(args.ignore) or []
     settings.exclude += _flatten(args.exclude) or []
@@ -294,6 +296,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         scripts = [p for p in settings.paths if p.endswith(".py") and Path(p).is_file()]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
+    elif not Path(settings.script).is_file():
+        raise UsageError(f"--script {settings.script}: no such file")
     if settings.model and not args.static_only:
         from nnlint.setup.overrides import check_overrides
 

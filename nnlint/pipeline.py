@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from nnlint.capture.parent import learn_from_script
-from nnlint.core.diagnostics import NoInputs
+from nnlint.core.diagnostics import NoInputs, one_line
+from nnlint.core.errors import UsageError
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
 from nnlint.dynamic.phase import dynamic_phase
@@ -142,10 +143,23 @@ def _dynamic_here(
     if batch is None or not settings.dynamic or not any(r.kind is Phase.DYNAMIC for r in rules):
         return []
     start = time.perf_counter()
-    setup = resolve(
-        model, batch.args, batch.kwargs, batch.target, caller.loss_fn, caller.optimizer, settings
-    )
     site = user_site(model_site, Site(str(Path(settings.root) / "<model>"), 1))
+    try:
+        setup = resolve(
+            model,
+            batch.args,
+            batch.kwargs,
+            batch.target,
+            caller.loss_fn,
+            caller.optimizer,
+            settings,
+        )
+    except UsageError:
+        raise
+    except Exception as exc:  # the user's forward on their batch: theirs to see, not a crash
+        reason = f"the model's forward on {batch.origin} raised {one_line(exc)}"
+        path = display_path(Path(site.path), settings.root)
+        return [NoInputs.make(path, site.line, reason=reason)]
     found = dynamic_phase(setup, rules, settings, site, timings)
     timings["dynamic"] = time.perf_counter() - start
     return found

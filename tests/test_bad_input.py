@@ -88,6 +88,18 @@ def batch_text():
     return "not a batch"
 
 
+def batch_bad_labels():
+    return torch.randn(4, 8), torch.randint(5, 9, (4,))
+
+
+def batch_wrong_nesting():
+    return {"a": [{"b": torch.randn(2)}]}
+
+
+def loss_sum(out, y):
+    return out.sum()
+
+
 LAYERS = 3
 """
 
@@ -476,6 +488,75 @@ CASES = [
         0,
     ),
     Case("nothing-to-lint", (".",), "finding", "", "", 0, files={"README.md": "no python\n"}),
+    # -- model-phase input that cannot work: usage errors or NN005/NN007, never a crash
+    Case(
+        "wrong-input-shape-dynamic",
+        (*FULL, "--no-capture", "--input-shape", "3,28,28"),
+        "finding",
+        "the model's forward on --input-shape 3,28,28 raised RuntimeError",
+        "NN005",
+        0,
+    ),
+    Case(
+        "huge-input-shape",
+        (*FULL, "--input-shape", "100000,100000"),
+        "usage",
+        "more than nnlint synthesizes",
+    ),
+    Case("overflowing-input-shape", (*FULL, "--input-shape", str(2**62)), "usage", "values a"),
+    Case(
+        "config-input-shape-not-positive",
+        FULL,
+        "usage",
+        "expected positive integers",
+        files=project(**{"pyproject.toml": "[tool.nnlint]\ninput-shape = [0, -3]\n"}),
+    ),
+    # A pyproject.toml whose `tool` is not a table holds no [tool.nnlint]: not ours to judge...
+    Case(
+        "pyproject-tool-not-a-table",
+        ("train.py",),
+        "finding",
+        "NN201",
+        "NN201",
+        1,
+        files=project(**{"pyproject.toml": 'tool = "nnlint"\n', "train.py": BUGGY}),
+    ),
+    # ...unless it is named as nnlint's config.
+    Case(
+        "config-tool-not-a-table",
+        ("--config", "pyproject.toml", "train.py"),
+        "usage",
+        "`tool` must be a table",
+        files=project(**{"pyproject.toml": 'tool = "nnlint"\n'}),
+    ),
+    Case("capture-timeout-nan", (*FULL, "--capture-timeout", "nan"), "usage", "nan"),
+    Case("capture-timeout-inf", (*FULL, "--capture-timeout", "inf"), "usage", "inf"),
+    Case(
+        "loss-attribute-missing",
+        (*FULL, "--no-capture", "--loss", "model:no_such_loss"),
+        "usage",
+        "has no attribute 'no_such_loss'",
+    ),
+    Case("device-meta", (*FULL, "--device", "meta"), "usage", "needs cpu, cuda or mps"),
+    Case("optimizer-option-not-a-number", (*FULL, "--optimizer", "AdamW:lr=abc"), "usage", "abc"),
+    Case("empty-select", ("--select", "", "train.py"), "usage", "names no rule"),
+    Case("script-missing", (*FULL, "--script", "missing.py"), "usage", "missing.py: no such"),
+    Case(
+        "data-labels-out-of-range",
+        (*FULL, "--no-capture", "--data", "model.py:batch_bad_labels"),
+        "finding",
+        "dynamic checks skipped: the forward and loss on the batch raised IndexError",
+        "NN007",
+        0,
+    ),
+    Case(
+        "data-wrong-nesting",
+        (*FULL, "--no-capture", "--data", "model.py:batch_wrong_nesting"),
+        "finding",
+        "the model's forward on --data model.py:batch_wrong_nesting raised TypeError",
+        "NN005",
+        0,
+    ),
 ]
 
 
@@ -516,7 +597,7 @@ def execute(case: Case, root: Path) -> Outcome:
             cwd=root,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=600,
             env=env,
         )
         code, out, err = run.returncode, run.stdout, run.stderr

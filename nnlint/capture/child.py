@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from nnlint.core.diagnostics import one_line
 from nnlint.dynamic.phase import dynamic_phase
 from nnlint.setup.inputs import Batch
 from nnlint.setup.load import TargetSpec
@@ -71,7 +72,11 @@ def run_child(
     if reason is not None:
         send(fd, ("failed", reason, line))
         return
-    setup = _setup(state, settings)
+    try:
+        setup = _setup(state, settings)
+    except Exception as exc:  # the user's forward or loss on the captured batch
+        send(fd, ("failed", f"replaying its first batch raised {one_line(exc)}", 1))
+        return
     if setup is None:
         send(fd, ("failed", "nnlint could not tell which module was the --model", 1))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,9 +90,28 @@ def _table(key: str, value: Any) -> dict:
 def _ints(key: str, value: Any) -> list[int]:
     if isinstance(value, str):
         return parse_shape(value)
-    if isinstance(value, list) and all(isinstance(v, int) for v in value):
-        return list(value)
+    if isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return check_shape(list(value), f"config key {key!r}")
     raise UsageError(f"config key {key!r} must be a list of integers or '1,28,28'")
+
+
+# The most values one synthesized sample may hold (1 GiB of float32); a batch holds four.
+MAX_SAMPLE_VALUES = 2**28
+
+
+def check_shape(dims: list[int], where: str) -> list[int]:
+    """`dims` as the shape of one sample, or a UsageError that says what is wrong with it."""
+    if not dims or any(d <= 0 for d in dims):
+        raise UsageError(f"{where}: expected positive integers such as 3,32,32")
+    values = math.prod(dims)
+    if values > MAX_SAMPLE_VALUES:
+        raise UsageError(
+            f"{where}: {values:,} values a sample is more than nnlint synthesizes "
+            f"(at most {MAX_SAMPLE_VALUES:,})"
+        )
+    return dims
 
 
 def parse_shape(text: str) -> list[int]:
@@ -99,9 +119,7 @@ def parse_shape(text: str) -> list[int]:
         dims = [int(part) for part in text.split(",")]
     except ValueError:
         raise UsageError(f"bad shape {text!r}: expected integers such as 3,32,32") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise UsageError(f"bad shape {text!r}: expected positive integers such as 3,32,32")
-    return dims
+    return check_shape(dims, f"bad shape {text!r}")
 
 
 # config key -> (Settings attribute, validator)
@@ -135,12 +153,10 @@ def find_config(start: Path) -> Path | None:
         if candidate.is_file():
             return candidate
         candidate = folder / "pyproject.toml"
-        if (
-            candidate.is_file()
-            and "tool" in _read_toml(candidate)
-            and ("nnlint" in _read_toml(candidate)["tool"])
-        ):
-            return candidate
+        if candidate.is_file():
+            tool = _read_toml(candidate).get("tool")
+            if isinstance(tool, dict) and "nnlint" in tool:
+                return candidate
     return None
 
 
@@ -157,10 +173,10 @@ def _read_toml(path: Path) -> dict:
 def load_config(path: Path) -> dict[str, Any]:
     """The validated nnlint table of a config file, keyed by Settings attribute."""
     data = _read_toml(path)
-    if path.name == "pyproject.toml":
-        table = data.get("tool", {}).get("nnlint", {})
-    else:
-        table = data.get("tool", {}).get("nnlint", data)
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise UsageError(f"{path}: `tool` must be a table ([tool.nnlint])")
+    table = tool.get("nnlint", {} if path.name == "pyproject.toml" else data)
     if not isinstance(table, dict):
         raise UsageError(f"{path}: [tool.nnlint] must be a table")
     values: dict[str, Any] = {}

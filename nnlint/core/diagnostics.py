@@ -245,6 +245,12 @@ ENGINE_RULES = (
 )
 
 
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for a finding that reports an exception."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def run_rule(rule: Any, ctx: Any, display: str, debug: bool = False) -> Iterator[Finding]:
     """Run one rule of any kind; a crash becomes an NN001 finding instead of stopping the run.
 

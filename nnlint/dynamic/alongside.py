@@ -61,10 +61,7 @@ def start_alongside(
     view = alongside_view(ctx)
     if view is None:
         return {}
-    try:
-        ctx.passes()  # the shared passes draw from the RNG: compute them here, not in a worker
-    except Exception:
-        return {}  # whichever check needs them reports the error
+    ctx.passes()  # computed already (`passes_failure`): the RNG they draw from is not a worker's
     views = [view, *(ctx.alongside() for _ in wanted[1:])]
     workers = {
         i: Alongside(v, rules[i], verbose, debug) for i, v in zip(wanted, views, strict=True)

@@ -20,7 +20,7 @@ from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
 from nnlint.dynamic.alongside import Alongside, start_alongside
 from nnlint.dynamic.context import DynamicContext
-from nnlint.dynamic.run import run_one
+from nnlint.dynamic.run import passes_failure, run_one
 from nnlint.setup.preserve import preserved
 from nnlint.setup.sites import Site
 from nnlint.setup.specs import Setup
@@ -59,6 +59,9 @@ def run_checks(
     with preserved(ctx.model), torch.random.fork_rng(devices=cuda):
         torch.set_num_threads(min(THREADS, threads))
         try:
+            failure = passes_failure(ctx)
+            if failure is not None:
+                return [failure]
             workers = start_alongside(ctx, rules, verbose, debug)
             for index, rule in enumerate(rules):
                 if index in workers:

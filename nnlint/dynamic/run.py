@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from nnlint.core.diagnostics import CheckSkipped, InternalError
+from nnlint.core.diagnostics import CheckSkipped, InternalError, one_line
 from nnlint.core.finding import Finding, Severity
 from nnlint.dynamic.context import CheckTimeout, DynamicContext, Skip
 
@@ -67,4 +67,24 @@ def skipped(ctx: DynamicContext, rule: Any, reason: str) -> Finding:
         rule=f"{rule.code} ({rule.name})",
         reason=reason,
         severity=Severity.INFO,
+    )
+
+
+def passes_failure(ctx: DynamicContext) -> Finding | None:
+    """One NN007 for all checks when the shared forward and loss on the batch fail.
+
+    The error is the user's (their forward, their batch, their labels), so it is
+    reported once, as theirs, instead of as a crash of every check that needs it.
+    """
+    try:
+        with _alarm(ctx.budget + 1.0):
+            ctx.passes()
+    except CheckTimeout:
+        reason = f"the forward and backward on the batch ran past the {ctx.budget:g} s budget"
+    except Exception as exc:
+        reason = f"the forward and loss on the batch raised {one_line(exc)}"
+    else:
+        return None
+    return CheckSkipped.make(
+        ctx.path, ctx.line, 1, rule="dynamic checks", reason=reason, severity=Severity.INFO
     )

@@ -18,6 +18,7 @@ import sys
 import weakref
 from typing import Any
 
+from nnlint.core.diagnostics import one_line
 from nnlint.graph.graph import KIND_OF_NAME, Graph, ModuleCall, Node, kind_of, module_kind
 from nnlint.setup.inputs import Batch, call
 from nnlint.setup.preserve import preserved
@@ -58,11 +59,6 @@ _LOCATED = frozenset({"view", "reshape", "softmax", "log_softmax", "activation",
 
 class CaptureError(Exception):
     """Neither backend could capture the model; the message says why."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
@@ -242,7 +238,7 @@ def record(model: Any, batch: Batch) -> Graph:
             with mode:
                 result = call(model, batch)
     except Exception as exc:
-        raise CaptureError(f"the forward on the example input raised {_first_line(exc)}") from exc
+        raise CaptureError(f"the forward on the example input raised {one_line(exc)}") from exc
     finally:
         pre.remove()
         post.remove()
@@ -300,7 +296,7 @@ def trace(model: Any) -> Graph:
     try:
         fx_graph = tracer.trace(model)
     except Exception as exc:
-        raise CaptureError(f"torch.fx could not trace the model: {_first_line(exc)}") from exc
+        raise CaptureError(f"torch.fx could not trace the model: {one_line(exc)}") from exc
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     index: dict[Any, int] = {}

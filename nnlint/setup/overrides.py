@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from typing import Any
 
 from nnlint.core.errors import UsageError
@@ -24,8 +25,20 @@ def check_device(device: str) -> None:
         if parsed.index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
             raise UsageError(f"--device {device}: this machine has {count} CUDA device(s)")
+    if parsed.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise UsageError(f"--device {device}: nnlint runs the model, so it needs cpu, cuda or mps")
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {device}: MPS is not available on this machine")
+
+
+def _check_optimizer(text: str) -> None:
+    """The optimizer built once on a throwaway parameter, so bad options fail here."""
+    torch = require_torch()
+    try:
+        cls, options = optimizer_from_spec(text)
+        cls([torch.zeros(1, requires_grad=True)], **options)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise UsageError(f"--optimizer {text!r}: {str(exc).splitlines()[0]}") from None
 
 
 def _check_loss(settings: Any) -> None:
@@ -47,15 +60,13 @@ def _check_loss(settings: Any) -> None:
 def check_overrides(settings: Any) -> None:
     """UsageErrors for model-phase flags that cannot work, before anything runs."""
     require_torch()
-    if settings.capture_timeout is not None and float(settings.capture_timeout) <= 0:
-        raise UsageError(f"--capture-timeout {settings.capture_timeout:g}: must be positive")
+    timeout = settings.capture_timeout
+    if timeout is not None and not (math.isfinite(float(timeout)) and float(timeout) > 0):
+        raise UsageError(f"--capture-timeout {timeout:g}: must be a positive number of seconds")
     if settings.device != "cpu":
         check_device(settings.device)
     dtype_named(settings.input_dtype)
     if settings.optimizer:
-        try:
-            optimizer_from_spec(settings.optimizer)
-        except ValueError as exc:
-            raise UsageError(f"--optimizer {settings.optimizer!r}: {exc}") from None
+        _check_optimizer(settings.optimizer)
     if settings.loss:
         _check_loss(settings)

@@ -7,7 +7,6 @@ here is rebuilt on a fresh copy of the model, so no check touches the user's obj
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,10 +196,9 @@ def loss_from_spec(text: str) -> LossSpec:
         if text not in KNOWN_LOSSES:
             raise ValueError(f"unknown loss {text!r} (known: {', '.join(KNOWN_LOSSES)})")
         return LossSpec(text)
-    module, _, attr = text.rpartition(":")
-    target: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        target = getattr(target, part)
+    from nnlint.setup.load import TargetSpec, import_target
+
+    target = import_target(TargetSpec.parse(text, "--loss"), [])
     if inspect.isclass(target):
         target = target()
     return loss_from_callable(target)
