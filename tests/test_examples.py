@@ -62,7 +62,7 @@ def lint(example: Path) -> subprocess.CompletedProcess:
         f"{rel}/model.py:Net",
     ]
     return subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env()
+        command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=_env()
     )
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import one_line
 from nnlint.dynamic.phase import dynamic_phase
 from nnlint.setup.inputs import Batch
@@ -104,8 +105,13 @@ def _run_script(script: Path, settings: Any, state: State, sandbox: str) -> tupl
     def expire(_signum: int, _frame: Any) -> None:
         raise CaptureTimeout()
 
+    # The script's CPU time bounds it, so a busy machine changes no verdict;
+    # the wall clock stops one that waits without working.
+    limit = float(settings.capture_timeout)
+    signal.signal(signal.SIGPROF, expire)
     signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, float(settings.capture_timeout))
+    signal.setitimer(signal.ITIMER_PROF, limit)
+    signal.setitimer(signal.ITIMER_REAL, limit * WALL_FACTOR)
     try:
         with recording():
             runpy.run_path(str(script), run_name="__main__")
@@ -120,6 +126,7 @@ def _run_script(script: Path, settings: Any, state: State, sandbox: str) -> tupl
         return f"it raised {type(exc).__name__}: {text}", _line(script)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
         hook.remove()
         for undo in reversed(state.undo):
             undo()

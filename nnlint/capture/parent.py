@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlint.capture.child import run_child
+from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import CheckSkipped, ScriptNotRun
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
@@ -78,7 +79,7 @@ def learn_from_script(
 
 
 def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
-    limit = float(settings.capture_timeout) + 5.0
+    limit = float(settings.capture_timeout) * WALL_FACTOR + 5.0
     message = _receive(fd, limit)
     if message is None:
         _kill(pid)
@@ -88,14 +89,14 @@ def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
         _, reason, line = message
         return ScriptRun([ScriptNotRun.make(display, line, reason=reason)])
     batch = message[1]
-    done = _receive(fd, CHECKS_LIMIT)
+    done = _receive(fd, CHECKS_LIMIT * WALL_FACTOR)
     if done is None or done[0] != "done":
         _kill(pid)
         note = CheckSkipped.make(
             display,
             1,
             rule="dynamic checks",
-            reason=f"they did not finish within {CHECKS_LIMIT:g} s",
+            reason=f"they did not finish within {CHECKS_LIMIT * WALL_FACTOR:g} s",
         )
         return ScriptRun([note], [], batch)
     return ScriptRun([], done[1], batch, done[2])

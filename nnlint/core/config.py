@@ -122,6 +122,13 @@ def parse_shape(text: str) -> list[int]:
     return check_shape(dims, f"bad shape {text!r}")
 
 
+# Time budgets (a check's, the capture's) are CPU seconds of the work they bound,
+# so a busy machine gets the same verdicts, only later. Wall-clock limits, which
+# stop what does no work (a script that sleeps or waits on a lock), allow this
+# many times the budget.
+WALL_FACTOR = 4.0
+
+
 # config key -> (Settings attribute, validator)
 _KEYS = {
     "paths": ("paths", _strings),

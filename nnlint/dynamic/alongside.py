@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from nnlint.core.config import WALL_FACTOR
 from nnlint.core.finding import Finding
 from nnlint.dynamic.context import DynamicContext, enter_worker
 from nnlint.dynamic.run import crashed, run_one, skipped
@@ -31,7 +32,7 @@ class Alongside(threading.Thread):
         self.findings: list[Finding] | None = None
         self.seconds = 0.0
         self.started = time.perf_counter()
-        self.limit = time.monotonic() + view.budget + 1.0
+        self.limit = time.monotonic() + view.budget * WALL_FACTOR + 1.0
 
     def run(self) -> None:
         enter_worker()

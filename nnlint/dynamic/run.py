@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import CheckSkipped, InternalError, one_line
 from nnlint.core.finding import Finding, Severity
 from nnlint.dynamic.context import CheckTimeout, DynamicContext, Skip
@@ -16,7 +17,11 @@ from nnlint.dynamic.context import CheckTimeout, DynamicContext, Skip
 
 @contextmanager
 def _alarm(seconds: float) -> Iterator[None]:
-    """Interrupt a check stuck inside one long call (main thread only; elsewhere `tick` does)."""
+    """Interrupt a check stuck inside one long call (main thread only; elsewhere `tick` does).
+
+    `tick` bounds the check's CPU time; this wall-clock backstop stops one that
+    waits without working, and allows `WALL_FACTOR` times the budget so that a
+    busy machine does not change the verdict."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(
         signal, "setitimer"
     ):
@@ -38,7 +43,7 @@ def _alarm(seconds: float) -> Iterator[None]:
 def run_one(ctx: DynamicContext, rule: Any, verbose: bool, debug: bool) -> list[Finding]:
     ctx.begin(rule)
     try:
-        with _alarm(ctx.budget + 1.0):
+        with _alarm(ctx.budget * WALL_FACTOR + 1.0):
             return list(rule.check(ctx))
     except Skip as skip:
         return [skipped(ctx, rule, str(skip))] if verbose else []
@@ -77,7 +82,7 @@ def passes_failure(ctx: DynamicContext) -> Finding | None:
     reported once, as theirs, instead of as a crash of every check that needs it.
     """
     try:
-        with _alarm(ctx.budget + 1.0):
+        with _alarm(ctx.budget * WALL_FACTOR + 1.0):
             ctx.passes()
     except CheckTimeout:
         reason = f"the forward and backward on the batch ran past the {ctx.budget:g} s budget"
