@@ -65,7 +65,9 @@ def check(
     ]
     model = model_or_factory
     if not isinstance(model, torch.nn.Module):
-        with recording():
+        # Seeded, as for --model: the same weights each call, the caller's RNG untouched.
+        with recording(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
             model = model_or_factory()
     findings = run_model_phases(config, rules, {}, CallerObjects(model, batch, loss_fn, optimizer))
     enabled = {r.code for r in chosen}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 import tempfile
 import time
@@ -65,8 +66,13 @@ def run_model_phases(
     The user's code runs with writes outside a temporary directory refused.
     """
     caller = caller or CallerObjects()
-    with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox), global_rngs():
-        return _run_phases(settings, rules, timings, caller)
+    cwd = os.getcwd()  # model code may chdir; nnlint's own paths are relative to it
+    try:
+        with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox):
+            with global_rngs():
+                return _run_phases(settings, rules, timings, caller)
+    finally:
+        os.chdir(cwd)
 
 
 def _load(
