@@ -177,6 +177,11 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         ("--config",),
         {"metavar": "PATH", "help": "config file (default: nearest nnlint.toml or pyproject.toml)"},
     ),
+    (
+        "other",
+        ("--no-cache",),
+        {"action": "store_true", "help": "lint every file again, ignoring .nnlint_cache"},
+    ),
     ("other", ("--isolated",), {"action": "store_true", "help": "ignore all configuration files"}),
     (
         "other",
@@ -276,6 +281,7 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     settings.dynamic = not args.no_dynamic
     settings.verbose = args.verbose
     settings.debug = args.debug
+    settings.cache = settings.cache and not args.no_cache
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from nnlint.core.cache import ScriptCache, content_hash, run_key
 from nnlint.core.config import Settings, validate_rule_options
 from nnlint.core.files import collect_files, display_path
 from nnlint.core.finding import Finding, Phase
@@ -41,26 +42,58 @@ def instantiate(rules: Sequence[type[Rule]], options: dict[str, dict]) -> list[R
     return [rule(options.get(rule.code)) for rule in rules]
 
 
+def _cores() -> int:
+    """The CPUs this process may run on (its affinity), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _lint_files(
-    files: Sequence[Path], settings: Settings, rules: Sequence[Rule], codes_options: tuple
-) -> list[Finding]:
+    tasks: Sequence[tuple[Path, str]],
+    settings: Settings,
+    rules: Sequence[Rule],
+    codes_options: tuple,
+) -> list[list[Finding]]:
+    """The script findings of each (path, display path), in order."""
     script_rules = [r for r in rules if r.kind is Phase.SCRIPT]
-    jobs = settings.jobs or os.cpu_count() or 1
-    jobs = min(jobs, len(files) // _MIN_FILES_PER_WORKER)
-    tasks = [(f, display_path(f, settings.root)) for f in files]
+    jobs = min(settings.jobs or _cores(), len(tasks) // _MIN_FILES_PER_WORKER)
     if jobs <= 1:
-        out: list[Finding] = []
-        for path, display in tasks:
-            out.extend(lint_file(path, display, script_rules, settings.root, settings.debug))
-        return out
+        root, debug = settings.root, settings.debug
+        return [lint_file(path, display, script_rules, root, debug) for path, display in tasks]
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=get_context("fork"),
         initializer=_init_worker,
         initargs=(codes_options, settings.root, settings.debug),
     ) as pool:
-        chunks = pool.map(_lint_in_worker, tasks, chunksize=max(1, len(tasks) // (jobs * 8)))
-        return [f for chunk in chunks for f in chunk]
+        return list(pool.map(_lint_in_worker, tasks, chunksize=max(1, len(tasks) // (jobs * 8))))
+
+
+def _script_phase(
+    files: Sequence[Path], settings: Settings, rules: Sequence[Rule], codes_options: tuple
+) -> list[Finding]:
+    """Script findings of every file: from the cache where the file is unchanged."""
+    tasks = [(f, display_path(f, settings.root)) for f in files]
+    if not settings.cache:
+        return [f for found in _lint_files(tasks, settings, rules, codes_options) for f in found]
+    cache = ScriptCache(settings.root, run_key(settings.root, codes_options, settings.debug))
+    findings: list[Finding] = []
+    misses: list[tuple[Path, str, str | None]] = []
+    for path, display in tasks:
+        digest = content_hash(path)
+        hit = cache.get(display, digest)
+        if hit is None:
+            misses.append((path, display, digest))
+        else:
+            findings.extend(hit)
+    linted = _lint_files([(p, d) for p, d, _ in misses], settings, rules, codes_options)
+    for (_, display, digest), found in zip(misses, linted, strict=True):
+        findings.extend(found)
+        cache.put(display, digest, found)
+    cache.save()
+    return findings
 
 
 _WORKER: dict = {}
@@ -105,7 +138,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
 
     start = time.perf_counter()
     files = collect_files(settings.paths, settings.exclude, settings.root)
-    findings = _lint_files(files, settings, rules, codes_options)
+    findings = _script_phase(files, settings, rules, codes_options)
     timings["script"] = time.perf_counter() - start
 
     if settings.model and not settings.static_only:

@@ -25,7 +25,7 @@ def lint_source(
             (root / name).write_text(textwrap.dedent(text))
         path = root / filename
         path.write_text(textwrap.dedent(source))
-        settings = Settings(paths=[str(path)], select=select, root=root, jobs=1)
+        settings = Settings(paths=[str(path)], select=select, root=root, jobs=1, cache=False)
         return run(settings).findings
 
 

@@ -57,6 +57,7 @@ class Settings:
     jobs: int | None = None
     verbose: bool = False
     debug: bool = False
+    cache: bool = True
     root: Path = field(default_factory=Path.cwd)
     config_path: Path | None = None
 
@@ -72,6 +73,12 @@ def _strings(key: str, value: Any) -> list[str]:
 def _string(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise UsageError(f"config key {key!r} must be a string")
+    return value
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"config key {key!r} must be true or false")
     return value
 
 
@@ -150,6 +157,7 @@ _KEYS = {
     "input-dtype": ("input_dtype", _string),
     "device": ("device", _string),
     "capture-timeout": ("capture_timeout", _number),
+    "cache": ("cache", _boolean),
 }
 
 

@@ -58,7 +58,7 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
             dirnames[:] = sorted(
                 d
                 for d in dirnames
-                if not is_excluded(here / d, walk_exclude, root) and not _is_venv(here / d)
+                if not is_excluded(here / d, walk_exclude, root) and not is_venv(here / d)
             )
             for name in sorted(filenames):
                 file = here / name
@@ -71,7 +71,7 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
     return list(found)
 
 
-def _is_venv(folder: Path) -> bool:
+def is_venv(folder: Path) -> bool:
     """Any virtual environment, whatever its name (an unreadable folder is none)."""
     try:
         return (folder / "pyvenv.cfg").exists()
