@@ -41,6 +41,10 @@ class EvalWithoutNoGrad(ScriptRule):
     ```
 
     ## Known problems
+    A function with a decorator nnlint cannot read (a project's wrapper it
+    cannot find, a framework hook) may switch gradients off: it is left alone.
+    Wrappers defined in the project (`@smart_inference_mode()` returning
+    `torch.inference_mode()(fn)`) are followed and count as `no_grad`.
     Code that needs gradients of the inputs (saliency maps, adversarial
     examples) calls `requires_grad_` or `torch.autograd.grad`; such
     functions are left alone.
@@ -104,6 +108,8 @@ with torch.no_grad():
             body = holder.body if holder is not None else ctx.module
             events = analysis.function_events(holder) if holder else analysis.module_events()
             if any(e.kind == BACKWARD for e in events) or _needs_grad(tracker, body):
+                continue
+            if tracker.under_unknown_decorator(call):
                 continue
             model = tracker.code(func.value)
             end = ctx.position(call).end

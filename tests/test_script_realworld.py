@@ -1,0 +1,119 @@
+"""Shapes of real training code that the script rules got wrong (issue 14).
+
+Each case is a small project written for this test (no third-party code): the
+false-alarm shapes must stay silent, the missed shapes must be found. The
+benchmark behind them is benchmarks/realworld_scripts.py.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from nnlint.core.config import Settings
+from nnlint.engine import run
+
+
+def lint(tmp_path: Path, files: dict[str, str], select: str = "NN2") -> set[tuple[str, str]]:
+    """(file, code) of every script finding on the project `files`, run from its root."""
+    for name, text in files.items():
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(text))
+    settings = Settings(paths=[str(tmp_path)], select=[select], root=tmp_path, jobs=1)
+    return {(f.path, f.code) for f in run(settings).findings}
+
+
+# A project's own wrapper of torch.inference_mode, used as a decorator.
+INFERENCE_WRAPPER = """
+    import torch
+
+
+    def fast_inference(enabled=True):
+        def wrap(fn):
+            return (torch.inference_mode if enabled else torch.no_grad)()(fn)
+
+        return wrap
+"""
+DECORATED_VAL = """
+    import torch
+    from {module} import fast_inference
+
+
+    @fast_inference()
+    def run(model, loader, criterion):
+        model.eval()
+        loss = 0
+        for x, y in loader:
+            out = model(x)
+            loss += criterion(out, y)
+        return loss / len(loader)
+"""
+
+
+def test_inference_wrapper_from_a_local_module(tmp_path):
+    files = {
+        "tools/modes.py": INFERENCE_WRAPPER,
+        "val.py": DECORATED_VAL.format(module="tools.modes"),
+    }
+    assert lint(tmp_path, files) == set()
+
+
+def test_inference_wrapper_found_from_a_subfolder(tmp_path):
+    files = {
+        "tools/modes.py": INFERENCE_WRAPPER,
+        "sub/val.py": DECORATED_VAL.format(module="tools.modes"),
+    }
+    assert lint(tmp_path, files) == set()
+
+
+def test_inference_wrapper_in_the_same_file(tmp_path):
+    source = INFERENCE_WRAPPER + DECORATED_VAL.format(module="torch").replace(
+        "from torch import fast_inference", ""
+    )
+    assert lint(tmp_path, {"val.py": source}) == set()
+
+
+def test_unreadable_decorator_silences_eval_without_no_grad(tmp_path):
+    loop = """
+            model.eval()
+            hits = 0
+            for x, y in loader:
+                hits += (model(x).argmax(1) == y).sum().item()
+            return hits
+    """
+    source = (
+        "import torch\nfrom somewhere_else import wrapped\n\n"
+        "@wrapped\ndef evaluate(model, loader):"
+        + textwrap.dedent(loop).replace("\n", "\n    ")
+        + "\n\ndef validate(model, loader):"
+        + textwrap.dedent(loop).replace("\n", "\n    ")
+    )
+    findings = [f for f in run_one_source(tmp_path, source) if f.code == "NN206"]
+    assert [f.line for f in findings] == [
+        source.splitlines().index("def validate(model, loader):") + 5
+    ]
+
+
+def run_one_source(root: Path, source: str):
+    (root / "val.py").write_text(source)
+    return run(Settings(paths=[str(root / "val.py")], select=["NN2"], root=root, jobs=1)).findings
+
+
+def test_torch_from_a_star_import(tmp_path):
+    files = {
+        "common.py": "import torch\nimport torch.nn as nn\n",
+        "eval.py": """
+            from common import *
+
+
+            def evaluate(model, loader):
+                model.eval()
+                hits = 0
+                with torch.no_grad():
+                    for x, y in loader:
+                        hits += (model(x).argmax(1) == y).sum().item()
+                return hits
+        """,
+    }
+    assert lint(tmp_path, files) == set()
