@@ -14,13 +14,13 @@ from nnlint.core.config import Settings
 from nnlint.engine import run
 
 
-def lint(tmp_path: Path, files: dict[str, str], select: str = "NN2") -> set[tuple[str, str]]:
-    """(file, code) of every script finding on the project `files`, run from its root."""
+def lint(tmp_path: Path, files: dict[str, str]) -> set[tuple[str, str]]:
+    """(file, code) of the default rules' findings on the project `files`, run from its root."""
     for name, text in files.items():
         target = tmp_path / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(textwrap.dedent(text))
-    settings = Settings(paths=[str(tmp_path)], select=[select], root=tmp_path, jobs=1)
+    settings = Settings(paths=[str(tmp_path)], root=tmp_path, jobs=1)
     return {(f.path, f.code) for f in run(settings).findings}
 
 
@@ -97,7 +97,7 @@ def test_unreadable_decorator_silences_eval_without_no_grad(tmp_path):
 
 def run_one_source(root: Path, source: str):
     (root / "val.py").write_text(source)
-    return run(Settings(paths=[str(root / "val.py")], select=["NN2"], root=root, jobs=1)).findings
+    return run(Settings(paths=[str(root / "val.py")], root=root, jobs=1)).findings
 
 
 def test_torch_from_a_star_import(tmp_path):
@@ -117,3 +117,68 @@ def test_torch_from_a_star_import(tmp_path):
         """,
     }
     assert lint(tmp_path, files) == set()
+
+
+def test_running_sum_that_is_the_returned_loss(tmp_path):
+    source = """
+        import torch.nn.functional as F
+        from torch import nn
+
+
+        class MultiViewLoss(nn.Module):
+            def forward(self, views, targets):
+                total = 0
+                for view, target in zip(views, targets):
+                    total += F.cross_entropy(view, target)
+                return total / len(views)
+
+
+        def perceptual(feats_a, feats_b):
+            value = F.mse_loss(feats_a[0], feats_b[0])
+            for i in range(1, len(feats_a)):
+                value += F.mse_loss(feats_a[i], feats_b[i])
+            return value
+
+
+        def evaluate(model, loader):
+            total = 0
+            for x, y in loader:
+                total += F.cross_entropy(model(x), y)
+            return total / len(loader)
+    """
+    findings = run_one_source(tmp_path, textwrap.dedent(source))
+    assert [(f.code, f.line) for f in findings] == [("NN207", 24)]
+
+
+def test_loss_computed_under_no_grad_then_accumulated(tmp_path):
+    source = """
+        import torch
+        import torch.nn.functional as F
+
+        total = 0.0
+        for x, y in val_loader:
+            with torch.no_grad():
+                loss = F.cross_entropy(model(x), y)
+            total += loss
+    """
+    assert lint(tmp_path, {"valid.py": source}) == set()
+
+
+def test_running_loss_reset_under_a_condition(tmp_path):
+    source = """
+        import torch
+        import torch.nn.functional as F
+
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        running = 0
+        for i, (x, y) in enumerate(loader):
+            opt.zero_grad()
+            loss = F.nll_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            running += loss
+            if (i + 1) % 10 == 0:
+                print(running / 10)
+                running = 0
+    """
+    assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN207")}
