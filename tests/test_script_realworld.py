@@ -182,3 +182,159 @@ def test_running_loss_reset_under_a_condition(tmp_path):
                 running = 0
     """
     assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN207")}
+
+
+def test_model_from_a_loading_helper_is_not_known_to_train(tmp_path):
+    source = """
+        import torch
+        from helpers import load_checkpointed_model, score_loader
+
+
+        @torch.no_grad()
+        def evaluate(cfg):
+            model = load_checkpointed_model(cfg.path)
+            return score_loader(model, cfg.loader)
+    """
+    assert lint(tmp_path, {"evaluate.py": source}) == set()
+
+
+def test_eval_mode_before_every_backward_is_on_purpose(tmp_path):
+    source = """
+        import torch.nn.functional as F
+
+
+        def fit_head(backbone, head, loader, opt):
+            backbone.eval()  # frozen backbone: its BatchNorm statistics stay fixed
+            for x, y in loader:
+                opt.zero_grad()
+                F.cross_entropy(head(backbone(x)), y).backward()
+                opt.step()
+
+
+        for epoch in range(5):
+            fit_head(backbone, head, loader, opt)
+    """
+    assert lint(tmp_path, {"probe.py": source}) == set()
+
+
+PROBE = """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    class Probe(nn.Module):
+        def __init__(self, encoder, width):
+            super().__init__()
+            self.encoder = encoder
+            self.head = nn.Linear(width, 2)
+
+        def head_only_train(self):
+            self.encoder.requires_grad_(False)
+            self.head.train()
+
+        def forward(self, x):
+            return self.head(self.encoder(x))
+
+
+    probe = Probe(encoder, 16)
+    opt = torch.optim.Adam(probe.head.parameters())
+    for epoch in range(3):
+        probe.head_only_train()
+        for x, y in loader:
+            opt.zero_grad()
+            F.cross_entropy(probe(x), y).backward()
+            opt.step()
+        probe.eval()
+        with torch.no_grad():
+            print(sum(F.cross_entropy(probe(x), y).item() for x, y in val_loader))
+"""
+
+
+def test_train_mode_restored_by_a_method_of_the_models_class(tmp_path):
+    assert lint(tmp_path, {"probe.py": PROBE}) == set()
+    unrestored = PROBE.replace("probe.head_only_train()", "probe.encoder.requires_grad_(False)")
+    assert lint(tmp_path, {"probe.py": unrestored}) == {("probe.py", "NN205")}
+
+
+ENGINE = """
+    import torch
+
+
+    def evaluate(model, loader):
+        hits = 0
+        with torch.no_grad():
+            for x, y in loader:
+                hits += (model(x).argmax(1) == y).sum().item()
+        return hits
+"""
+CALLER = """
+    import torch
+    import torch.nn.functional as F
+    from engine import evaluate
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(3):
+        model.train()
+        for x, y in loader:
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        model.eval()
+        print(evaluate(model, val_loader))
+"""
+
+
+def test_eval_mode_set_by_the_caller_in_another_file(tmp_path):
+    assert lint(tmp_path, {"engine.py": ENGINE, "train.py": CALLER}) == set()
+
+
+def test_caller_in_another_file_that_never_evals(tmp_path):
+    caller = CALLER.replace("    model.eval()\n", "")
+    assert lint(tmp_path, {"engine.py": ENGINE, "train.py": caller}) == {("engine.py", "NN205")}
+
+
+def test_eval_function_that_hands_the_model_to_a_helper(tmp_path):
+    source = """
+        import torch
+
+
+        def batch_loss(model, x, y):
+            return torch.nn.functional.cross_entropy(model(x), y)
+
+
+        def evaluate_model(model, loader):
+            with torch.no_grad():
+                total = sum(batch_loss(model, x, y).item() for x, y in loader)
+            model.train()
+            return total
+    """
+    assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN205")}
+
+
+def test_decorated_eval_function_without_eval_mode(tmp_path):
+    source = """
+        import torch
+        from torch import nn
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(8, 2))
+
+            def forward(self, x):
+                return self.fc(x)
+
+
+        model = Net().to("cpu")
+
+
+        @torch.no_grad()
+        def test(loader):
+            correct = 0
+            for x, y in loader:
+                correct += int((model(x).argmax(-1) == y).sum())
+            return correct
+    """
+    assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN205")}

@@ -131,9 +131,16 @@ class LoopAnalysis:
         if attr == "train":
             off = call.args and self.code(call.args[0].value) == "False"
             return Event(EVAL if off else TRAIN, call, self.values.receiver_root(receiver))
+        if self.code(receiver) not in ("self", "cls") and any(
+            e.kind == TRAIN
+            for fn in self.values.functions.get(attr, ())
+            for e in self.function_events(fn)
+        ):
+            # `probe.head_only_train()`, a method of this file that calls `.train()` inside.
+            return Event(TRAIN, call, self.values.receiver_root(receiver))
         return None
 
-    def _callees(self, call: cst.Call) -> list[cst.FunctionDef]:
+    def callees(self, call: cst.Call) -> list[cst.FunctionDef]:
         func = call.func
         found: list[cst.FunctionDef] = []
         if isinstance(func, cst.Name):
@@ -190,7 +197,7 @@ class LoopAnalysis:
             out.append(Event(kind, node, conds=conds, loops=loops))
         if isinstance(node, cst.Call):
             event = self._call_event(node)
-            callees = self._callees(node)
+            callees = self.callees(node)
             closures = [c for c in callees if _passed(node, c)]
             for fn in closures:
                 out.extend(self._inline(fn, conds, loops))

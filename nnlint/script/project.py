@@ -87,3 +87,73 @@ def dotted(node: ast.AST) -> str:
         parts.append(node.id)
         return ".".join(reversed(parts))
     return ""
+
+
+@cache
+def _python_files(folder: Path) -> tuple[Path, ...]:
+    try:
+        return tuple(sorted(folder.glob("*.py"))[:_MAX_FILES])
+    except OSError:
+        return ()
+
+
+_MAX_FILES = 300
+
+
+def calls_elsewhere(name: str, path: Path, root: Path) -> list[bool]:
+    """Calls of `name(...)` in the other files of `path`'s folders, up to `root`.
+
+    One entry per call: whether the code around it (its function, or the module's
+    top level) switches a model to eval mode before the call, as a training loop
+    that validates through a helper of another file does.
+    """
+    needle = f"{name}(".encode()
+    found: list[bool] = []
+    for folder in search_dirs(path, root):
+        for other in _python_files(folder):
+            if other == path:
+                continue
+            try:
+                if needle not in other.read_bytes():
+                    continue
+            except OSError:
+                continue
+            tree = module_tree(other)
+            if tree is not None:
+                found.extend(_eval_before_calls(tree, name))
+    return found
+
+
+def _eval_before_calls(tree: ast.Module, name: str) -> list[bool]:
+    bodies: list[list[ast.AST]] = [
+        [s for s in tree.body if not isinstance(s, ast.FunctionDef | ast.ClassDef)]
+    ]
+    bodies += [
+        n.body for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    found = []
+    for body in bodies:
+        nodes = [n for stmt in body for n in ast.walk(stmt)]
+        evals = [n.lineno for n in nodes if _switches_to_eval(n)]
+        for node in nodes:
+            if isinstance(node, ast.Call) and _called_name(node) == name:
+                found.append(any(line <= node.lineno for line in evals))
+    return found
+
+
+def _called_name(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def _switches_to_eval(node: ast.AST) -> bool:
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return False
+    if node.func.attr == "eval" and not node.args:
+        return True
+    return (
+        node.func.attr == "train"
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.Constant)
+        and node.args[0].value is False
+    )

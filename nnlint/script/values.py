@@ -32,6 +32,8 @@ _KEEPING = frozenset(
     "mean sum float double half to cuda view reshape squeeze unsqueeze clone contiguous "
     "flatten cpu type".split()
 )
+# Methods that return the module they are called on (`Net().to(device)` is still the net).
+_MOVING = frozenset("to cuda cpu half float double bfloat16 train eval requires_grad_".split())
 _FUNCTION_TAGS = {
     "softmax": "probs",
     "log_softmax": "log_probs",
@@ -189,8 +191,11 @@ class Values:
             receiver = self.tags(func.value)
             if method in _FUNCTION_TAGS:
                 return {_FUNCTION_TAGS[method]}
-            if method in _KEEPING:
-                return set(receiver & TENSOR_TAGS)
+            if method in _KEEPING or method in _MOVING:
+                keep = (TENSOR_TAGS if method in _KEEPING else set()) | (
+                    {"module"} if method in _MOVING else set()
+                )
+                return set(receiver & keep)
             if method in ("item", "tolist", "detach", "numpy"):
                 return set()
         callee = self.tags(func)
