@@ -115,6 +115,11 @@ def _cleared_before_step(unit: Loop) -> Iterator[tuple[Event, Event]]:
     for i, step in enumerate(events):
         if step.kind != STEP or step.closure:
             continue
+        if any(
+            e.kind == BACKWARD and e.loops == step.loops and e.conds == step.conds
+            for e in events[i + 1 :]
+        ):
+            continue  # a backward follows in the same iteration: the step is misplaced (NN203)
         for j in range(i - 1, -1, -1):
             prior = events[j]
             if prior.kind == BACKWARD:

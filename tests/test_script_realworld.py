@@ -338,3 +338,40 @@ def test_decorated_eval_function_without_eval_mode(tmp_path):
             return correct
     """
     assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN205")}
+
+
+def test_step_before_backward_inside_the_same_branch(tmp_path):
+    source = """
+        import torch
+        import torch.nn.functional as F
+
+        opt = torch.optim.Adam(net.parameters())
+        for step in range(10000):
+            if step % 4 == 0:
+                x, y = buffer.sample()
+                loss = F.mse_loss(net(x), y)
+                opt.zero_grad()
+                opt.step()
+                loss.backward()
+    """
+    assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN203")}
+
+
+def test_step_before_its_own_backward_with_two_optimizers(tmp_path):
+    source = """
+        import torch
+
+        opt_g = torch.optim.Adam(gen.parameters())
+        opt_d = torch.optim.Adam(disc.parameters())
+        for real in loader:
+            opt_g.zero_grad()
+            fake = gen(torch.randn(len(real), 8))
+            g_loss = bce(disc(fake), ones)
+            g_loss.backward()
+            opt_g.step()
+            opt_d.zero_grad()
+            d_loss = bce(disc(real), ones) + bce(disc(fake.detach()), zeros)
+            opt_d.step()
+            d_loss.backward()
+    """
+    assert lint(tmp_path, {"gan.py": source}) == {("gan.py", "NN203")}
