@@ -375,3 +375,60 @@ def test_step_before_its_own_backward_with_two_optimizers(tmp_path):
             d_loss.backward()
     """
     assert lint(tmp_path, {"gan.py": source}) == {("gan.py", "NN203")}
+
+
+CLASSIFIER = """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            {body}
+
+
+    model = Classifier().to("cpu")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+    def train():
+        opt.zero_grad()
+        loss = F.{loss}(model(x)[mask], y[mask])
+        loss.backward()
+        opt.step()
+"""
+
+
+def test_model_class_whose_forward_ends_in_softmax(tmp_path):
+    for loss in ("nll_loss", "cross_entropy"):
+        source = CLASSIFIER.format(body="return F.softmax(self.fc(x), dim=1)", loss=loss)
+        assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN204")}
+
+
+def test_model_class_whose_forward_ends_in_sigmoid(tmp_path):
+    source = CLASSIFIER.format(
+        body="return torch.sigmoid(self.fc(x))", loss="binary_cross_entropy_with_logits"
+    )
+    assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN212")}
+
+
+def test_model_class_that_returns_softmax_only_outside_training(tmp_path):
+    body = "logits = self.fc(x)\n        if self.training:\n            return logits\n        return logits.softmax(-1)"
+    assert lint(tmp_path, {"train.py": CLASSIFIER.format(body=body, loss="cross_entropy")}) == set()
+    body = "return F.log_softmax(self.fc(x), dim=1)"
+    assert lint(tmp_path, {"train.py": CLASSIFIER.format(body=body, loss="nll_loss")}) == set()
+
+
+def test_softmax_output_indexed_before_the_loss(tmp_path):
+    source = """
+        import torch.nn.functional as F
+
+        out = model(x)
+        loss = F.cross_entropy(out.softmax(dim=-1)[mask], y[mask])
+    """
+    assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN204")}

@@ -34,6 +34,7 @@ _KEEPING = frozenset(
 )
 # Methods that return the module they are called on (`Net().to(device)` is still the net).
 _MOVING = frozenset("to cuda cpu half float double bfloat16 train eval requires_grad_".split())
+_MODULE_TAGS = frozenset({"module", "softmax_module", "sigmoid_module"})
 _FUNCTION_TAGS = {
     "softmax": "probs",
     "log_softmax": "log_probs",
@@ -155,6 +156,8 @@ class Values:
                     found |= self.tags(value)
                 return found
             return {"loss"} if expr.attr.value == "loss" else set()
+        if isinstance(expr, cst.Subscript):  # `probs[mask]` is still probabilities
+            return set(self.tags(expr.value) & TENSOR_TAGS)
         if isinstance(expr, cst.BinaryOperation):
             return (self.tags(expr.left) | self.tags(expr.right)) & {"loss"}
         if isinstance(expr, cst.UnaryOperation | cst.Await):
@@ -193,20 +196,22 @@ class Values:
                 return {_FUNCTION_TAGS[method]}
             if method in _KEEPING or method in _MOVING:
                 keep = (TENSOR_TAGS if method in _KEEPING else set()) | (
-                    {"module"} if method in _MOVING else set()
+                    _MODULE_TAGS if method in _MOVING else set()
                 )
                 return set(receiver & keep)
             if method in ("item", "tolist", "detach", "numpy"):
                 return set()
         callee = self.tags(func)
         found = {_CALL_RESULT[t] for t in callee if t in _CALL_RESULT}
-        if callee & {"module", "softmax_module"}:
-            found.add("probs" if "softmax_module" in callee else "output")
+        if callee & _MODULE_TAGS:
+            found.add("output")
+            found |= {"probs"} if "softmax_module" in callee else set()
+            found |= {"sigmoid"} if "sigmoid_module" in callee else set()
         if isinstance(func, cst.Name):
             for fn in self.functions.get(func.value, ()):
                 found |= self._returned(fn)
             if func.value in self.classes and self._is_module_class(self.classes[func.value]):
-                found.add("module")
+                found |= {"module", *self._forward_tags(self.classes[func.value])}
         if not found and not names:
             last = self.code(func).rsplit(".", 1)[-1].lower()
             if "loss" in last or "criterion" in last:
@@ -227,6 +232,28 @@ class Values:
             )
             for base in cls.bases
         )
+
+    def _forward_tags(self, cls: cst.ClassDef) -> set[str]:
+        """`softmax_module` when every `return` of the class's `forward` is a softmax."""
+        forwards = [
+            node
+            for node in cls.body.body
+            if isinstance(node, cst.FunctionDef) and node.name.value == "forward"
+        ]
+        returns = [
+            self.tags(node.value)
+            for fn in forwards
+            for node in self.walk(fn.body, skip=(cst.FunctionDef, cst.ClassDef, cst.Lambda))
+            if isinstance(node, cst.Return) and node.value is not None
+        ]
+        if not returns:
+            return set()
+        always = frozenset.intersection(*returns)
+        return {
+            tag
+            for tensor, tag in (("probs", "softmax_module"), ("sigmoid", "sigmoid_module"))
+            if tensor in always
+        }
 
     def _returned(self, fn: cst.FunctionDef) -> set[str]:
         found: set[str] = set()
