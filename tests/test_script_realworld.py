@@ -432,3 +432,46 @@ def test_softmax_output_indexed_before_the_loss(tmp_path):
         loss = F.cross_entropy(out.softmax(dim=-1)[mask], y[mask])
     """
     assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN204")}
+
+
+def test_weights_only_not_advised_for_checkpoints_holding_objects(tmp_path):
+    source = """
+        import torch
+
+        ckpt = torch.load(args.resume, map_location="cpu")
+        start_epoch = ckpt["epoch"] + 1
+        hparams = ckpt["args"]
+
+        whole = torch.load("net.pkl")
+        prediction = whole(x)
+
+        checkpoint = torch.load(path)
+        decoder = checkpoint["decoder"]
+        decoder.eval()
+
+        weights = torch.load("detector.pt")["model"].float().state_dict()
+    """
+    assert lint(tmp_path, {"resume.py": source}) == set()
+
+
+def test_weights_only_still_advised_for_state_dicts(tmp_path):
+    source = """
+        import torch
+
+        model.load_state_dict(torch.load("weights.pt"))
+        ckpt = torch.load(args.resume, map_location="cpu")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    """
+    findings = run_one_source(tmp_path, textwrap.dedent(source))
+    assert [(f.code, f.line) for f in findings] == [("NN209", 4), ("NN209", 5)]
+
+
+def test_torch_floor_of_the_files_own_project(tmp_path):
+    files = {
+        "requirements.txt": "torch>=1.8\n",
+        "sub/requirements.txt": "numpy\ntorch>=2.6\n",
+        "sub/load.py": 'import torch\n\nmodel.load_state_dict(torch.load("w.pt"))\n',
+        "other/load.py": 'import torch\n\nmodel.load_state_dict(torch.load("w.pt"))\n',
+    }
+    assert lint(tmp_path, files) == {("other/load.py", "NN209")}
