@@ -475,3 +475,18 @@ def test_torch_floor_of_the_files_own_project(tmp_path):
         "other/load.py": 'import torch\n\nmodel.load_state_dict(torch.load("w.pt"))\n',
     }
     assert lint(tmp_path, files) == {("other/load.py", "NN209")}
+
+
+def test_forward_of_a_network_that_is_not_torch(tmp_path):
+    source = """
+        import cv2
+        import torch
+
+        net = cv2.dnn.readNetFromONNX("model.onnx")
+        net.setInput(cv2.dnn.blobFromImage(image))
+        detections = net.forward()
+        session = cv2.dnn.readNet("model.pb")
+        more = session.forward(["output"])
+        scores = torch.from_numpy(detections)
+    """
+    assert lint(tmp_path, {"detect.py": source}) == set()
