@@ -490,3 +490,59 @@ def test_forward_of_a_network_that_is_not_torch(tmp_path):
         scores = torch.from_numpy(detections)
     """
     assert lint(tmp_path, {"detect.py": source}) == set()
+
+
+def test_gradients_cleared_by_a_helper_of_another_module(tmp_path):
+    files = {
+        "fp16_utils.py": """
+            def clear_grads(params):
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.detach_()
+                        p.grad.zero_()
+        """,
+        "train.py": """
+            import torch
+            import torch.nn.functional as F
+            from fp16_utils import clear_grads
+            from elsewhere.fp16 import zero_grad
+
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            for x, y in loader:
+                clear_grads(model.parameters())
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+            for x, y in loader:
+                zero_grad(master_params)
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+        """,
+    }
+    assert lint(tmp_path, files) == set()
+
+
+MANUAL_SGD = """
+    import torch
+    import torch.nn.functional as F
+
+    lr = 0.1
+    for x, y in loader:
+        loss = F.mse_loss(w * x + b, y)
+        loss.backward()
+        with torch.no_grad():
+            w -= lr * w.grad
+            b -= lr * b.grad
+    for x, y in loader:
+        F.mse_loss(net(x), y).backward()
+        for p in net.parameters():
+            p.data.add_(-lr * p.grad)
+"""
+
+
+def test_manual_sgd_that_never_clears_gradients(tmp_path):
+    findings = run_one_source(tmp_path, textwrap.dedent(MANUAL_SGD))
+    assert [(f.code, f.line) for f in findings] == [("NN201", 10), ("NN201", 15)]
+    cleared = MANUAL_SGD.replace(
+        "b -= lr * b.grad", "b -= lr * b.grad\n        w.grad = None\n        b.grad.zero_()"
+    ).replace("p.data.add_(-lr * p.grad)", "p.data.add_(-lr * p.grad)\n        p.grad = None")
+    assert run_one_source(tmp_path, textwrap.dedent(cleared)) == []

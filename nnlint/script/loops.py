@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
+from nnlint.script import project
 from nnlint.script.context import ScriptContext
 from nnlint.script.values import Values, values
 
@@ -41,6 +42,8 @@ class Event:
     loops: tuple[cst.CSTNode, ...] = ()
     # Whether a step runs a closure (LBFGS): the closure computes its own backward.
     closure: bool = False
+    # A parameter updated by hand from its gradient (`p -= lr * p.grad`), no optimizer.
+    manual: bool = False
 
     def always_with(self, other: Event) -> bool:
         """Whether this event runs whenever `other` does (its branches are `other`'s or fewer)."""
@@ -103,6 +106,10 @@ class LoopAnalysis:
     def _call_event(self, call: cst.Call) -> Event | None:
         func = call.func
         names = self.values.torch_names(func)
+        if not names and self._clears_elsewhere(func):
+            return Event(ZERO_GRAD, call)
+        if _manual_update(call):
+            return Event(STEP, call, manual=True)
         if any(q.endswith(_CLIPS) for q in names):
             return Event(CLIP, call)
         if "torch.autograd.backward" in names:
@@ -139,6 +146,21 @@ class LoopAnalysis:
             # `probe.head_only_train()`, a method of this file that calls `.train()` inside.
             return Event(TRAIN, call, self.values.receiver_root(receiver))
         return None
+
+    def _clears_elsewhere(self, func: cst.BaseExpression) -> bool:
+        """A helper of another module that clears gradients (`zero_grad(params)` in an fp16 util).
+
+        Followed to its `def` when the project has it; otherwise its name must say so.
+        """
+        if isinstance(func, cst.Name) and func.value in self.values.functions:
+            return False
+        names = self.ctx.qualified_name_strings(func)
+        for qname in names:
+            fn = project.imported_function(qname, self.ctx.path, self.ctx.project_root)
+            if fn is not None:
+                return project.clears_grads(fn)
+        last = self.code(func).rsplit(".", 1)[-1].lower()
+        return bool(names) and ("zero_grad" in last or last in ("clear_grad", "clear_grads"))
 
     def callees(self, call: cst.Call) -> list[cst.FunctionDef]:
         func = call.func
@@ -191,6 +213,13 @@ class LoopAnalysis:
             elif isinstance(node, cst.Try) and child is node.orelse:
                 branch = (*conds, child)
             out.extend(self._events(child, branch, loops))
+        if (
+            isinstance(node, cst.AugAssign)
+            and isinstance(node.operator, cst.SubtractAssign | cst.AddAssign)
+            and not _is_grad(node.target)
+            and _reads_grad(node.value)
+        ):
+            out.append(Event(STEP, node, conds=conds, loops=loops, manual=True))
         if isinstance(node, cst.Assign) and any(_is_grad(t.target) for t in node.targets):
             cleared = isinstance(node.value, cst.Name) and node.value.value == "None"
             kind = ZERO_GRAD if cleared else GRAD_WRITE
@@ -211,6 +240,25 @@ class LoopAnalysis:
 
 def _passed(call: cst.Call, fn: cst.FunctionDef) -> bool:
     return any(isinstance(a.value, cst.Name) and a.value.value == fn.name.value for a in call.args)
+
+
+def _reads_grad(expr: cst.CSTNode) -> bool:
+    """Whether `expr` reads some tensor's `.grad`."""
+    if isinstance(expr, cst.Attribute) and expr.attr.value == "grad":
+        return True
+    return any(_reads_grad(child) for child in expr.children)
+
+
+def _manual_update(call: cst.Call) -> bool:
+    """`p.data.add_(-lr * p.grad)`, `p.sub_(lr * p.grad)`: a parameter stepped by hand."""
+    func = call.func
+    return (
+        isinstance(func, cst.Attribute)
+        and func.attr.value in ("add_", "sub_")
+        and not _is_grad(func.value)
+        and not _reads_grad(func.value)
+        and any(_reads_grad(arg.value) for arg in call.args)
+    )
 
 
 def _is_grad(expr: cst.BaseExpression) -> bool:

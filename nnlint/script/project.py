@@ -157,3 +157,18 @@ def _switches_to_eval(node: ast.AST) -> bool:
         and isinstance(node.args[0], ast.Constant)
         and node.args[0].value is False
     )
+
+
+def clears_grads(fn: ast.FunctionDef) -> bool:
+    """Whether a helper's body clears gradients: `.zero_grad()`, `p.grad = None`, `p.grad.zero_()`."""
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr == "zero_grad":
+                return True
+            if node.func.attr in ("zero_", "detach_") and dotted(node.func.value).endswith("grad"):
+                return True
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Attribute) and t.attr == "grad" for t in node.targets
+        ):
+            return True
+    return False
