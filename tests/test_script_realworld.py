@@ -546,3 +546,36 @@ def test_manual_sgd_that_never_clears_gradients(tmp_path):
         "b -= lr * b.grad", "b -= lr * b.grad\n        w.grad = None\n        b.grad.zero_()"
     ).replace("p.data.add_(-lr * p.grad)", "p.data.add_(-lr * p.grad)\n        p.grad = None")
     assert run_one_source(tmp_path, textwrap.dedent(cleared)) == []
+
+
+def test_clipping_by_a_helper_of_another_module_before_unscale(tmp_path):
+    files = {
+        "gradtools.py": """
+            def clip_by_norm(model, limit):
+                for p in model.parameters():
+                    if p.grad is not None:
+                        norm = p.grad.data.norm(2)
+                        if norm > limit:
+                            p.grad.data.mul_(limit / norm)
+        """,
+        "train.py": """
+            import torch
+            import gradtools
+
+            scaler = torch.amp.GradScaler()
+            opt = torch.optim.AdamW(model.parameters())
+            for x, y in loader:
+                opt.zero_grad()
+                with torch.autocast("cuda", dtype=torch.float16):
+                    loss = model(x, y)
+                scaler.scale(loss).backward()
+                gradtools.clip_by_norm(model, 1.0)
+                scaler.step(opt)
+                scaler.update()
+        """,
+    }
+    assert lint(tmp_path, files) == {("train.py", "NN213")}
+    unscaled = files["train.py"].replace(
+        "scaler.scale(loss).backward()", "scaler.scale(loss).backward(); scaler.unscale_(opt)"
+    )
+    assert lint(tmp_path, {**files, "train.py": unscaled}) == set()

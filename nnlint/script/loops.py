@@ -106,8 +106,14 @@ class LoopAnalysis:
     def _call_event(self, call: cst.Call) -> Event | None:
         func = call.func
         names = self.values.torch_names(func)
-        if not names and self._clears_elsewhere(func):
-            return Event(ZERO_GRAD, call)
+        if not names:
+            helper = self._helper(func)
+            if helper is not None and project.clears_grads(helper):
+                return Event(ZERO_GRAD, call)
+            if helper is not None and project.clips_grads(helper):
+                return Event(CLIP, call)
+            if helper is None and self._named_clear(func):
+                return Event(ZERO_GRAD, call)
         if _manual_update(call):
             return Event(STEP, call, manual=True)
         if any(q.endswith(_CLIPS) for q in names):
@@ -147,20 +153,23 @@ class LoopAnalysis:
             return Event(TRAIN, call, self.values.receiver_root(receiver))
         return None
 
-    def _clears_elsewhere(self, func: cst.BaseExpression) -> bool:
-        """A helper of another module that clears gradients (`zero_grad(params)` in an fp16 util).
-
-        Followed to its `def` when the project has it; otherwise its name must say so.
-        """
+    def _helper(self, func: cst.BaseExpression):
+        """The `def` in another module of the project that a call names, if it can be read."""
         if isinstance(func, cst.Name) and func.value in self.values.functions:
-            return False
-        names = self.ctx.qualified_name_strings(func)
-        for qname in names:
+            return None
+        for qname in self.ctx.qualified_name_strings(func):
             fn = project.imported_function(qname, self.ctx.path, self.ctx.project_root)
             if fn is not None:
-                return project.clears_grads(fn)
+                return fn
+        return None
+
+    def _named_clear(self, func: cst.BaseExpression) -> bool:
+        """An imported helper we cannot read whose name says it clears gradients."""
+        if isinstance(func, cst.Name) and func.value in self.values.functions:
+            return False
         last = self.code(func).rsplit(".", 1)[-1].lower()
-        return bool(names) and ("zero_grad" in last or last in ("clear_grad", "clear_grads"))
+        named = "zero_grad" in last or last in ("clear_grad", "clear_grads")
+        return named and bool(self.ctx.qualified_name_strings(func))
 
     def callees(self, call: cst.Call) -> list[cst.FunctionDef]:
         func = call.func

@@ -172,3 +172,15 @@ def clears_grads(fn: ast.FunctionDef) -> bool:
         ):
             return True
     return False
+
+
+def clips_grads(fn: ast.FunctionDef) -> bool:
+    """Whether a helper's body clips gradients: torch's clip functions, or `p.grad` scaled in place."""
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr.startswith(("clip_grad_norm", "clip_grad_value")):
+                return True
+            receiver = dotted(node.func.value)
+            if node.func.attr in ("mul_", "clamp_", "div_") and ".grad" in f"{receiver}.":
+                return True
+    return False
