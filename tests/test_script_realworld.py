@@ -579,3 +579,35 @@ def test_clipping_by_a_helper_of_another_module_before_unscale(tmp_path):
         "scaler.scale(loss).backward()", "scaler.scale(loss).backward(); scaler.unscale_(opt)"
     )
     assert lint(tmp_path, {**files, "train.py": unscaled}) == set()
+
+
+def test_eval_by_the_caller_and_the_loop_in_the_function_called(tmp_path):
+    source = """
+        import torch
+
+
+        def validate(model, loader):
+            scores = []
+            for x, y in loader:
+                scores.append((model(x).argmax(1) == y).float().mean().item())
+            return scores
+
+
+        def main():
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            for epoch in range(3):
+                model.train()
+                for x, y in loader:
+                    opt.zero_grad()
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                    opt.step()
+                model.eval()
+                validate(model, val_loader)
+    """
+    findings = run_one_source(tmp_path, textwrap.dedent(source))
+    assert [(f.code, f.line) for f in findings] == [("NN206", 8)]
+    guarded = source.replace(
+        "validate(model, val_loader)",
+        "with torch.no_grad():\n                    validate(model, val_loader)",
+    )
+    assert run_one_source(tmp_path, textwrap.dedent(guarded)) == []
