@@ -187,8 +187,9 @@ for epoch in range(5):
         # An eval() before every backward trains in eval mode on purpose (a frozen
         # backbone's BatchNorm); the bug is validating after the step and staying there.
         first = next(i for i, e in enumerate(unit.events) if e.kind == BACKWARD)
+        frozen = {e.target for e in unit.events[:first] if e.kind == EVAL}
         for event in unit.events[first + 1 :]:
-            if event.kind != EVAL:
+            if event.kind != EVAL or event.target in frozen:
                 continue
             if event.target and not _FROZEN.search(event.target):
                 yield ctx.report(

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
-from nnlint.script.loops import BACKWARD, STEP, ZERO_GRAD, Event, Loop, analyze
+from nnlint.script.loops import BACKWARD, STEP, Event, Loop, analyze
 
 
 class StepBeforeBackward(ScriptRule):
@@ -41,8 +41,9 @@ class StepBeforeBackward(ScriptRule):
     ## Known problems
     A step inside an `if` before an unconditional `backward()` (stepping at the
     start of the next iteration after accumulating) is left alone, and so is
-    `optimizer.step(closure)`. With several optimizers, only the backwards
-    since the step's own optimizer was cleared count.
+    `optimizer.step(closure)`. A step after any backward of the iteration is
+    left alone: with several optimizers the file cannot tell which loss fills
+    which optimizer.
     """
 
     needs = ("backward",)
@@ -64,19 +65,6 @@ for x, y in loader:
     optimizer.step()
     loss = torch.nn.functional.mse_loss(model(x), y)
     loss.backward()
-"""
-        """
-import torch
-opt_g = torch.optim.Adam(gen.parameters())
-opt_d = torch.optim.Adam(disc.parameters())
-for real in loader:
-    opt_g.zero_grad()
-    g_loss = gen_loss(disc, gen)
-    g_loss.backward()
-    opt_g.step()
-    opt_d.zero_grad()
-    opt_d.step()
-    disc_loss(disc, gen, real).backward()
 """,
     )
     valid = (
@@ -121,22 +109,16 @@ for x in loader:
 def steps_before_backward(unit: Loop) -> Iterator[tuple[Event, Event]]:
     """(step, the backward after it) for each step that no backward of its iteration precedes.
 
-    Only backwards since the step's optimizer was last cleared count (another
-    optimizer's backward, in a GAN, does not fill this one's gradients), and the
-    backward after the step must sit in the same branches: a step inside an `if`
-    before an unconditional backward is the accumulation pattern.
+    The backward after the step must sit in the same branches: a step inside an
+    `if` before an unconditional backward is the accumulation pattern. With a
+    backward earlier in the iteration (another optimizer's, in a GAN) the file
+    cannot tell which loss fills which optimizer, and the step is left alone.
     """
     events = unit.events
     for i, step in enumerate(events):
         if step.kind != STEP or step.closure:
             continue
-        start = 0
-        for j in range(i - 1, -1, -1):
-            prior = events[j]
-            if prior.kind == ZERO_GRAD and prior.target in (step.target, None):
-                start = j
-                break
-        if any(e.kind == BACKWARD for e in events[start:i]):
+        if any(e.kind == BACKWARD for e in events[:i]):
             continue
         later = [
             e

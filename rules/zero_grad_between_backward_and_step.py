@@ -38,6 +38,8 @@ class ZeroGradBetweenBackwardAndStep(ScriptRule):
     ```
 
     ## Known problems
+    A helper of another module that clears gradients may clear only some of
+    them on purpose (freezing a layer for a few steps) and is not flagged.
     A `model.zero_grad()` counts only when the loop steps a single optimizer;
     with several (a GAN) it may be clearing another model on purpose.
     """
@@ -115,11 +117,6 @@ def _cleared_before_step(unit: Loop) -> Iterator[tuple[Event, Event]]:
     for i, step in enumerate(events):
         if step.kind != STEP or step.closure:
             continue
-        if any(
-            e.kind == BACKWARD and e.loops == step.loops and e.conds == step.conds
-            for e in events[i + 1 :]
-        ):
-            continue  # a backward follows in the same iteration: the step is misplaced (NN203)
         for j in range(i - 1, -1, -1):
             prior = events[j]
             if prior.kind == BACKWARD:
@@ -127,6 +124,7 @@ def _cleared_before_step(unit: Loop) -> Iterator[tuple[Event, Event]]:
             covers = prior.target == step.target or (prior.target is None and len(targets) == 1)
             if (
                 prior.kind == ZERO_GRAD
+                and not prior.helper
                 and covers
                 and prior.always_with(step)
                 and prior.loops == step.loops

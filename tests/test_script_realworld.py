@@ -291,7 +291,9 @@ def test_eval_mode_set_by_the_caller_in_another_file(tmp_path):
 
 def test_caller_in_another_file_that_never_evals(tmp_path):
     caller = CALLER.replace("    model.eval()\n", "")
-    assert lint(tmp_path, {"engine.py": ENGINE, "train.py": caller}) == {("engine.py", "NN205")}
+    unrelated = "def evaluate(m, x):\n    return m(x)\n\nmodel.eval()\nevaluate(model, x)\n"
+    files = {"engine.py": ENGINE, "train.py": caller, "other.py": unrelated}
+    assert lint(tmp_path, files) == {("engine.py", "NN205")}
 
 
 def test_eval_function_that_hands_the_model_to_a_helper(tmp_path):
@@ -357,7 +359,9 @@ def test_step_before_backward_inside_the_same_branch(tmp_path):
     assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN203")}
 
 
-def test_step_before_its_own_backward_with_two_optimizers(tmp_path):
+def test_step_before_backward_with_two_optimizers_is_reported_once(tmp_path):
+    """Which loss fills which optimizer is not in the file: NN203 stays silent, and
+    NN202's claim holds (D's gradients from `g_loss.backward()` are cleared, then stepped)."""
     source = """
         import torch
 
@@ -374,7 +378,7 @@ def test_step_before_its_own_backward_with_two_optimizers(tmp_path):
             opt_d.step()
             d_loss.backward()
     """
-    assert lint(tmp_path, {"gan.py": source}) == {("gan.py", "NN203")}
+    assert lint(tmp_path, {"gan.py": source}) == {("gan.py", "NN202")}
 
 
 CLASSIFIER = """
@@ -611,3 +615,97 @@ def test_eval_by_the_caller_and_the_loop_in_the_function_called(tmp_path):
         "with torch.no_grad():\n                    validate(model, val_loader)",
     )
     assert run_one_source(tmp_path, textwrap.dedent(guarded)) == []
+
+
+def test_helper_clearing_some_gradients_between_backward_and_step(tmp_path):
+    files = {
+        "utils.py": """
+            def cancel_last_layer(epoch, model, freeze_epochs):
+                if epoch >= freeze_epochs:
+                    return
+                for name, p in model.named_parameters():
+                    if "last_layer" in name:
+                        p.grad = None
+        """,
+        "train.py": """
+            import torch
+            import utils
+
+            opt = torch.optim.AdamW(student.parameters())
+            for epoch in range(100):
+                for x in loader:
+                    opt.zero_grad()
+                    loss_fn(student(x), teacher(x)).backward()
+                    utils.cancel_last_layer(epoch, student, 1)
+                    opt.step()
+        """,
+    }
+    assert lint(tmp_path, files) == set()
+
+
+def test_each_optimizer_keeps_its_own_clear(tmp_path):
+    source = """
+        import torch
+
+        optimizer_G = torch.optim.Adam(gen.parameters())
+        optimizer_D = torch.optim.Adam(disc.parameters())
+        for real in loader:
+            optimizer_G.zero_grad()
+            g_loss(gen, disc).backward()
+            optimizer_G.step()
+            d_loss(gen, disc, real).backward()
+            optimizer_D.step()
+    """
+    assert lint(tmp_path, {"gan.py": source}) == {("gan.py", "NN201")}
+
+
+def test_no_grad_two_callers_up(tmp_path):
+    source = """
+        import torch
+
+
+        def validation(model, loader):
+            hits = 0
+            for x, y in loader:
+                hits += (model(x).argmax(1) == y).sum().item()
+            return hits
+
+
+        def benchmark_all(model, loaders):
+            return [validation(model, loader) for loader in loaders]
+
+
+        def test(model, loaders):
+            model.eval()
+            with torch.no_grad():
+                print(benchmark_all(model, loaders))
+                print(validation(model, loaders[0]))
+    """
+    assert lint(tmp_path, {"test.py": source}) == set()
+
+
+def test_frozen_in_eval_mode_for_training_then_validated(tmp_path):
+    source = """
+        import torch
+        import torch.nn.functional as F
+
+
+        def train(model, loader, opt):
+            model.eval()  # linear probe: the frozen backbone's BatchNorm must not move
+            for x, y in loader:
+                opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+
+
+        def validate(model, loader):
+            model.eval()
+            with torch.no_grad():
+                return sum((model(x).argmax(1) == y).sum().item() for x, y in loader)
+
+
+        for epoch in range(90):
+            train(model, train_loader, opt)
+            validate(model, val_loader)
+    """
+    assert lint(tmp_path, {"main.py": source}) == set()

@@ -44,6 +44,8 @@ class Event:
     closure: bool = False
     # A parameter updated by hand from its gradient (`p -= lr * p.grad`), no optimizer.
     manual: bool = False
+    # Done inside a helper of another module: it may cover only some parameters.
+    helper: bool = False
 
     def always_with(self, other: Event) -> bool:
         """Whether this event runs whenever `other` does (its branches are `other`'s or fewer)."""
@@ -109,11 +111,11 @@ class LoopAnalysis:
         if not names:
             helper = self._helper(func)
             if helper is not None and project.clears_grads(helper):
-                return Event(ZERO_GRAD, call)
+                return Event(ZERO_GRAD, call, helper=True)
             if helper is not None and project.clips_grads(helper):
-                return Event(CLIP, call)
+                return Event(CLIP, call, helper=True)
             if helper is None and self._named_clear(func):
-                return Event(ZERO_GRAD, call)
+                return Event(ZERO_GRAD, call, helper=True)
         if _manual_update(call):
             return Event(STEP, call, manual=True)
         if any(q.endswith(_CLIPS) for q in names):
@@ -153,9 +155,19 @@ class LoopAnalysis:
             return Event(TRAIN, call, self.values.receiver_root(receiver))
         return None
 
+    def _imported(self, func: cst.BaseExpression) -> bool:
+        """Whether `func` is a name imported from another module (`zero_grad`, `utils.clip`)."""
+        root = func
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        return isinstance(root, cst.Name) and any(
+            isinstance(getattr(r, "node", None), cst.Import | cst.ImportFrom)
+            for r in self.values.referents.get(root, ())
+        )
+
     def _helper(self, func: cst.BaseExpression):
         """The `def` in another module of the project that a call names, if it can be read."""
-        if isinstance(func, cst.Name) and func.value in self.values.functions:
+        if not self._imported(func):
             return None
         for qname in self.ctx.qualified_name_strings(func):
             fn = project.imported_function(qname, self.ctx.path, self.ctx.project_root)
@@ -165,11 +177,11 @@ class LoopAnalysis:
 
     def _named_clear(self, func: cst.BaseExpression) -> bool:
         """An imported helper we cannot read whose name says it clears gradients."""
-        if isinstance(func, cst.Name) and func.value in self.values.functions:
+        if not self._imported(func):
             return False
         last = self.code(func).rsplit(".", 1)[-1].lower()
         named = "zero_grad" in last or last in ("clear_grad", "clear_grads")
-        return named and bool(self.ctx.qualified_name_strings(func))
+        return named
 
     def callees(self, call: cst.Call) -> list[cst.FunctionDef]:
         func = call.func

@@ -101,7 +101,7 @@ _MAX_FILES = 300
 
 
 def calls_elsewhere(name: str, path: Path, root: Path) -> list[bool]:
-    """Calls of `name(...)` in the other files of `path`'s folders, up to `root`.
+    """Calls of `name(...)` imported from `path`, in the other files of its folders up to `root`.
 
     One entry per call: whether the code around it (its function, or the module's
     top level) switches a model to eval mode before the call, as a training loop
@@ -120,11 +120,30 @@ def calls_elsewhere(name: str, path: Path, root: Path) -> list[bool]:
                 continue
             tree = module_tree(other)
             if tree is not None:
-                found.extend(_eval_before_calls(tree, name))
+                found.extend(_eval_before_calls(tree, name, _imported_as(tree, path.stem, name)))
     return found
 
 
-def _eval_before_calls(tree: ast.Module, name: str) -> list[bool]:
+def _imported_as(tree: ast.Module, stem: str, name: str) -> set[str]:
+    """How `tree` calls `name` of module `stem`: `name` itself, or `alias.name`."""
+    ways: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if (node.module or "").rpartition(".")[2] == stem:
+                ways |= {a.asname or a.name for a in node.names if a.name == name}
+            ways |= {f"{a.asname or a.name}.{name}" for a in node.names if a.name == stem}
+        elif isinstance(node, ast.Import):
+            ways |= {
+                f"{a.asname or a.name}.{name}"
+                for a in node.names
+                if a.name.rpartition(".")[2] == stem
+            }
+    return ways
+
+
+def _eval_before_calls(tree: ast.Module, name: str, ways: set[str]) -> list[bool]:
+    if not ways:
+        return []
     bodies: list[list[ast.AST]] = [
         [s for s in tree.body if not isinstance(s, ast.FunctionDef | ast.ClassDef)]
     ]
@@ -136,14 +155,9 @@ def _eval_before_calls(tree: ast.Module, name: str) -> list[bool]:
         nodes = [n for stmt in body for n in ast.walk(stmt)]
         evals = [n.lineno for n in nodes if _switches_to_eval(n)]
         for node in nodes:
-            if isinstance(node, ast.Call) and _called_name(node) == name:
+            if isinstance(node, ast.Call) and dotted(node.func) in ways:
                 found.append(any(line <= node.lineno for line in evals))
     return found
-
-
-def _called_name(call: ast.Call) -> str:
-    func = call.func
-    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
 
 
 def _switches_to_eval(node: ast.AST) -> bool:

@@ -349,12 +349,14 @@ class Values:
                             found.add(node.value)
         return found
 
-    def grad_disabled(self, node: cst.CSTNode, callers: bool = True) -> bool:
+    def grad_disabled(self, node: cst.CSTNode, callers: bool | int = True) -> bool:
         """Whether `node` runs under `torch.no_grad()`/`inference_mode()`.
 
         A function whose every call in the file is under `no_grad` counts as
-        under it too (one level of callers).
+        under it too (two levels of callers: `evaluate` called by a benchmark
+        helper that runs under `no_grad`).
         """
+        depth = 2 if callers is True else int(callers)
         current = self.ctx.parent(node)
         while current is not None:
             if isinstance(current, cst.With) and any(
@@ -364,8 +366,8 @@ class Values:
             if isinstance(current, cst.FunctionDef):
                 if any(self._disables_grad(d.decorator) for d in current.decorators):
                     return True
-                sites = self.callers(current)
-                if callers and sites and all(self.grad_disabled(s, False) for s in sites):
+                sites = self.callers(current) if depth else []
+                if sites and all(self.grad_disabled(s, depth - 1) for s in sites):
                     return True
             current = self.ctx.parent(current)
         return False
