@@ -212,7 +212,7 @@ def _runs_model_without_grad(analysis, fn: cst.FunctionDef) -> bool:
             return True
         models = [a for a in node.args if _is_model(tracker, a.value)]
         if models and any(
-            _calls_a_parameter(tracker, callee)
+            _calls_a_parameter(analysis, callee, depth=2)
             and not any(e.kind == EVAL for e in analysis.function_events(callee))
             for callee in analysis.callees(node)
         ):
@@ -249,12 +249,26 @@ def _built_by_zoo(tracker, value: cst.CSTNode) -> bool:
     return any(q.startswith(("torchvision.models.", "timm.create_model")) for q in names)
 
 
-def _calls_a_parameter(tracker, fn: cst.FunctionDef) -> bool:
+def _calls_a_parameter(analysis, fn: cst.FunctionDef, depth: int) -> bool:
+    """Whether `fn` calls one of its parameters, itself or through helpers it passes it to."""
+    tracker = analysis.values
     params = {p.name.value for p in fn.params.params}
-    return any(
-        isinstance(n, cst.Call) and isinstance(n.func, cst.Name) and n.func.value in params
-        for n in tracker.walk(fn.body)
-    )
+    for node in tracker.walk(fn.body):
+        if not isinstance(node, cst.Call):
+            continue
+        if isinstance(node.func, cst.Name) and node.func.value in params:
+            return True
+        passed = any(isinstance(a.value, cst.Name) and a.value.value in params for a in node.args)
+        if (
+            depth > 1
+            and passed
+            and any(
+                callee is not fn and _calls_a_parameter(analysis, callee, depth - 1)
+                for callee in analysis.callees(node)
+            )
+        ):
+            return True
+    return False
 
 
 def _eval_around(analysis, site: cst.Call) -> bool:

@@ -305,13 +305,25 @@ def test_eval_function_that_hands_the_model_to_a_helper(tmp_path):
             return torch.nn.functional.cross_entropy(model(x), y)
 
 
+        def loader_loss(loader, model):
+            return sum(batch_loss(model, x, y).item() for x, y in loader)
+
+
         def evaluate_model(model, loader):
             with torch.no_grad():
                 total = sum(batch_loss(model, x, y).item() for x, y in loader)
             model.train()
             return total
+
+
+        def validate_model(model, loader):
+            with torch.no_grad():
+                total = loader_loss(loader, model)
+            model.train()
+            return total
     """
-    assert lint(tmp_path, {"train.py": source}) == {("train.py", "NN205")}
+    findings = run_one_source(tmp_path, textwrap.dedent(source))
+    assert [(f.code, f.line) for f in findings] == [("NN205", 13), ("NN205", 20)]
 
 
 def test_decorated_eval_function_without_eval_mode(tmp_path):
