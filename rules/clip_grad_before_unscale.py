@@ -13,7 +13,8 @@ class ClipGradBeforeUnscale(ScriptRule):
     """Gradients are clipped while still multiplied by the AMP loss scale.
 
     ## What it does
-    Flags `clip_grad_norm_`/`clip_grad_value_` after
+    Flags `clip_grad_norm_`/`clip_grad_value_` (or a helper of the project
+    that clips or rescales `p.grad` in place) after
     `scaler.scale(loss).backward()` with no `scaler.unscale_(optimizer)`
     between them.
 
@@ -39,8 +40,8 @@ class ClipGradBeforeUnscale(ScriptRule):
     ```
     """
 
-    needs = ("clip_grad",)
-    needs_all = ("torch",)
+    needs = ("clip",)
+    needs_all = ("torch", "scale")
     code = "NN213"
     name = "clip-grad-before-unscale"
     message = "gradients clipped while still scaled by the GradScaler; call `scaler.unscale_(optimizer)` before clipping"

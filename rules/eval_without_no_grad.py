@@ -14,10 +14,11 @@ class EvalWithoutNoGrad(ScriptRule):
 
     ## What it does
     Flags a call of the model in a loop that follows `model.eval()` in the
-    same function (or script), when nothing there calls `backward()` and the
-    call is not under `torch.no_grad()`, `torch.inference_mode()` or
-    `torch.set_grad_enabled(False)`, nor in a function that is only called
-    under them.
+    same function (or script), or in a function of the same file that the
+    model is passed to after `model.eval()`, when nothing there calls
+    `backward()` and the call is not under `torch.no_grad()`,
+    `torch.inference_mode()` or `torch.set_grad_enabled(False)`, nor in a
+    function that is only called under them.
 
     ## Why is this bad?
     `eval()` changes how layers behave, not whether autograd records: every
@@ -41,6 +42,10 @@ class EvalWithoutNoGrad(ScriptRule):
     ```
 
     ## Known problems
+    A function with a decorator nnlint cannot read (a project's wrapper it
+    cannot find, a framework hook) may switch gradients off: it is left alone.
+    Wrappers defined in the project (`@smart_inference_mode()` returning
+    `torch.inference_mode()(fn)`) are followed and count as `no_grad`.
     Code that needs gradients of the inputs (saliency maps, adversarial
     examples) calls `requires_grad_` or `torch.autograd.grad`; such
     functions are left alone.
@@ -63,6 +68,18 @@ def evaluate(model, loader):
     for x, y in loader:
         correct += (model(x).argmax(1) == y).sum().item()
     return correct
+""",
+        """
+import torch
+
+def score(model, loader):
+    total = 0
+    for x, y in loader:
+        total += (model(x).argmax(1) == y).sum().item()
+    return total
+
+model.eval()
+print(score(model, val_loader))
 """,
     )
     valid = (
@@ -94,6 +111,7 @@ with torch.no_grad():
     def check(self, ctx) -> Iterator[Finding]:
         analysis = analyze(ctx)
         tracker = analysis.values
+        reported: set[cst.CSTNode] = set()
         for call in tracker.calls:
             func = call.func
             if not (
@@ -102,12 +120,15 @@ with torch.no_grad():
                 continue
             holder = tracker.enclosing(call, cst.FunctionDef)
             body = holder.body if holder is not None else ctx.module
-            events = analysis.function_events(holder) if holder else analysis.module_events()
-            if any(e.kind == BACKWARD for e in events) or _needs_grad(tracker, body):
-                continue
             model = tracker.code(func.value)
             end = ctx.position(call).end
             start = (end.line, end.column)
+            yield from self._in_callees(ctx, analysis, body, model, start, reported)
+            events = analysis.function_events(holder) if holder else analysis.module_events()
+            if any(e.kind == BACKWARD for e in events) or _needs_grad(tracker, body):
+                continue
+            if tracker.under_unknown_decorator(call):
+                continue
             for node in tracker.walk(body, skip=(cst.FunctionDef, cst.ClassDef, cst.Lambda)):
                 if (
                     isinstance(node, cst.Call)
@@ -117,8 +138,53 @@ with torch.no_grad():
                     not in (None, holder)
                     and not tracker.grad_disabled(node)
                 ):
-                    yield ctx.report(self, node, model=model)
+                    if node not in reported:
+                        reported.add(node)
+                        yield ctx.report(self, node, model=model)
                     break
+
+    def _in_callees(self, ctx, analysis, body, model: str, start, reported) -> Iterator[Finding]:
+        """`model.eval(); validate(model, loader)`: the loop is in the function called."""
+        tracker = analysis.values
+        for site in tracker.walk(body, skip=(cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            if not isinstance(site, cst.Call) or not _after(ctx, site, start):
+                continue
+            if tracker.code(site.func) == f"{model}.train":
+                break  # back in training mode: later calls are not evaluation
+            for callee in analysis.callees(site):
+                param = _bound_param(tracker, site, callee, model)
+                if (
+                    param is None
+                    or any(e.kind == BACKWARD for e in analysis.function_events(callee))
+                    or _needs_grad(tracker, callee.body)
+                    or tracker.unknown_decorators(callee)
+                ):
+                    continue
+                for node in tracker.walk(callee.body, skip=(cst.FunctionDef, cst.ClassDef)):
+                    if (
+                        isinstance(node, cst.Call)
+                        and tracker.code(node.func) == param
+                        and tracker.enclosing(node, (cst.For, cst.While, cst.FunctionDef))
+                        is not callee
+                        and not tracker.grad_disabled(node)
+                    ):
+                        if node not in reported:
+                            reported.add(node)
+                            yield ctx.report(self, node, model=param)
+                        break
+
+
+def _bound_param(tracker, site: cst.Call, callee: cst.FunctionDef, model: str) -> str | None:
+    """The parameter of `callee` that `site` passes `model` to."""
+    params = [p.name.value for p in callee.params.params]
+    for index, arg in enumerate(site.args):
+        if tracker.code(arg.value) != model:
+            continue
+        if arg.keyword is not None:
+            return arg.keyword.value if arg.keyword.value in params else None
+        if index < len(params):
+            return params[index]
+    return None
 
 
 def _after(ctx, node: cst.CSTNode, start: tuple[int, int]) -> bool:

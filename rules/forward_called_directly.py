@@ -33,6 +33,10 @@ class ForwardCalledDirectly(ScriptRule):
     ```python
     logits = model(x)
     ```
+
+    ## Known problems
+    The `forward` of other libraries' networks (OpenCV's `cv2.dnn`, ONNX
+    Runtime, ...) and `.forward()` with no input are left alone.
     """
 
     code = "NN210"
@@ -52,6 +56,13 @@ logits = model.forward(torch.randn(1, 4))
 """,
     )
     valid = (
+        """
+import cv2
+net = cv2.dnn.readNetFromONNX("model.onnx")
+net.setInput(blob)
+detections = net.forward()
+scores = cv2.dnn.readNet("m.pb").forward(["out"])
+""",
         """
 import torch
 
@@ -77,7 +88,9 @@ logits = model(torch.randn(1, 4))
             if not isinstance(func, cst.Attribute) or func.attr.value != "forward":
                 continue
             receiver = func.value
-            if _names_forward_on_purpose(receiver):
+            if _names_forward_on_purpose(receiver) or not call.args:
+                continue  # `net.forward()` with no input is not a torch module's forward
+            if _foreign(tracker, receiver):
                 continue
             yield ctx.report(self, call, receiver=tracker.code(receiver))
 
@@ -93,3 +106,31 @@ def _names_forward_on_purpose(receiver: cst.BaseExpression) -> bool:
     else:
         return not isinstance(receiver, cst.Subscript)
     return last in ("self", "cls") or last[:1].isupper()
+
+
+# Inference engines whose networks have their own `forward` (OpenCV's dnn, ONNX Runtime, ...).
+_FOREIGN = (
+    "cv2.",
+    "onnxruntime.",
+    "openvino.",
+    "tensorflow.",
+    "keras.",
+    "jax.",
+    "tensorrt.",
+    "caffe.",
+    "mxnet.",
+    "paddle.",
+)
+
+
+def _foreign(tracker, receiver: cst.BaseExpression) -> bool:
+    """Whether `receiver` is built by a library that is not torch."""
+    if not isinstance(receiver, cst.Name):
+        return False
+    for value in tracker.assigned_values(receiver):
+        while isinstance(value, cst.Call):
+            names = tracker.ctx.qualified_name_strings(value.func)
+            if any(q.startswith(_FOREIGN) for q in names):
+                return True
+            value = value.func.value if isinstance(value.func, cst.Attribute) else None
+    return False

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import libcst as cst
@@ -7,6 +8,9 @@ import libcst as cst
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
 from nnlint.script.values import values
+
+# Evaluation helpers return a statistic, not a loss to backpropagate.
+_EVALUATES = re.compile(r"eval|valid|test", re.IGNORECASE)
 
 
 class LossAccumulatedWithGraph(ScriptRule):
@@ -45,7 +49,11 @@ class LossAccumulatedWithGraph(ScriptRule):
 
     ## Known problems
     A total that is later backpropagated (`total.backward()`, or a list of
-    losses summed into one) is intended and is not flagged.
+    losses summed into one) is intended and is not flagged, and neither is a
+    sum of loss terms that its function returns from a loop that does not
+    train (a loss's `forward` summing over views): the caller backpropagates it.
+    A total reset only under a condition still runs between resets and is
+    flagged.
     """
 
     needs = ("loss", "Loss", "cross_entropy")
@@ -76,6 +84,19 @@ for x, y in loader:
     loss.backward()
     history.append(loss)
 """,
+        """
+import torch
+running = 0
+for i, (x, y) in enumerate(loader):
+    optimizer.zero_grad()
+    loss = torch.nn.functional.nll_loss(model(x), y)
+    loss.backward()
+    optimizer.step()
+    running += loss
+    if (i + 1) % 10 == 0:
+        print(running / 10)
+        running = 0
+""",
     )
     valid = (
         """
@@ -104,6 +125,23 @@ for chunk in sequence:
     total.backward()
     torch.stack(parts).mean().backward()
 """,
+        """
+import torch
+import torch.nn.functional as F
+
+class MultiViewLoss(torch.nn.Module):
+    def forward(self, views, targets):
+        total = 0
+        for view, target in zip(views, targets):
+            total += F.cross_entropy(view, target)
+        return total / len(views)
+
+total = 0.0
+for x, y in val_loader:
+    with torch.no_grad():
+        loss = F.cross_entropy(model(x), y)
+    total += loss
+""",
     )
 
     def check(self, ctx) -> Iterator[Finding]:
@@ -119,7 +157,9 @@ for chunk in sequence:
             loop = tracker.enclosing(node, (cst.For, cst.While, cst.FunctionDef))
             if not isinstance(loop, cst.For | cst.While) or _reset_inside(tracker, loop, target):
                 continue
-            if tracker.grad_disabled(node):
+            if tracker.grad_disabled(node) or _computed_without_grad(tracker, value):
+                continue
+            if _builds_returned_loss(tracker, loop, target):
                 continue
             yield ctx.report(self, node, target=name, value=tracker.code(value))
 
@@ -149,7 +189,9 @@ def _accumulation(node: cst.CSTNode) -> tuple[cst.BaseExpression, cst.BaseExpres
 def _reset_inside(tracker, loop: cst.CSTNode, target: cst.BaseExpression) -> bool:
     """Whether the total is re-created inside the loop (a per-step sum, not a running one)."""
     text = tracker.code(target)
-    for node in tracker.walk(loop.body):
+    # A reset under a condition (`if step % 10 == 0: total = 0`) leaves the total
+    # running, and holding graphs, between resets.
+    for node in tracker.walk(loop.body, skip=(cst.If,)):
         if isinstance(node, cst.Assign) and any(
             tracker.code(t.target) == text for t in node.targets
         ):
@@ -157,3 +199,42 @@ def _reset_inside(tracker, loop: cst.CSTNode, target: cst.BaseExpression) -> boo
             if not (isinstance(value, cst.BinaryOperation) and value.left.deep_equals(target)):
                 return True
     return False
+
+
+def _computed_without_grad(tracker, value: cst.BaseExpression) -> bool:
+    """Whether every loss the value reads was computed under `no_grad` (it has no graph)."""
+    names = [
+        n for n in tracker.walk(value) if isinstance(n, cst.Name) and "loss" in tracker.tags(n)
+    ]
+    if not names:
+        return False
+    for name in names:
+        sources = tracker.assigned_values(name)
+        if not sources or not all(tracker.grad_disabled(v) for v in sources):
+            return False
+    return True
+
+
+def _builds_returned_loss(tracker, loop: cst.CSTNode, target: cst.BaseExpression) -> bool:
+    """A sum of loss terms that its function returns, in a loop that trains nothing.
+
+    `total += F.cross_entropy(view, t)` in a loss's `forward` is the loss the caller
+    backpropagates: `.item()` there would cut the gradient.
+    """
+    fn = tracker.enclosing(loop, cst.FunctionDef)
+    if (
+        fn is None
+        or _EVALUATES.search(fn.name.value)
+        or any(
+            isinstance(n, cst.Attribute) and n.attr.value in ("backward", "step")
+            for n in tracker.walk(loop)
+        )
+    ):
+        return False
+    text = tracker.code(target)
+    return any(
+        isinstance(node, cst.Return)
+        and node.value is not None
+        and any(tracker.code(n) == text for n in tracker.walk(node.value))
+        for node in tracker.walk(fn.body)
+    )

@@ -14,7 +14,10 @@ class MissingZeroGrad(ScriptRule):
     Flags `optimizer.step()` in a loop that calls `backward()` but clears
     neither that optimizer's gradients (`optimizer.zero_grad()`) nor the
     model's (`model.zero_grad()`, `p.grad = None`) anywhere inside the loop,
-    including in helper functions the loop calls. Clearing once before the
+    including in helper functions the loop calls, those the script imports
+    from its project, and helpers named like `zero_grad(params)`. A
+    parameter updated by hand from its gradient (`w -= lr * w.grad`,
+    `p.data.add_(-lr * p.grad)`) is a step too. Clearing once before the
     loop does not count.
 
     ## Why is this bad?
@@ -45,14 +48,23 @@ class MissingZeroGrad(ScriptRule):
     loop counts, conditional or not.
     """
 
-    needs = ("backward",)
-    needs_all = ("torch", "backward", "step")
+    needs = ("step", ".grad")
+    needs_all = ("torch", "backward")
     code = "NN201"
     name = "missing-zero-grad"
-    message = "`{target}.step()` in a loop that never clears gradients; call `{target}.zero_grad()` each iteration"
+    message = "{what} in a loop that never clears gradients; {fix}"
     severity = Severity.ERROR
 
     invalid = (
+        """
+import torch
+w = torch.zeros(3, requires_grad=True)
+for x, y in loader:
+    loss = ((x @ w - y) ** 2).mean()
+    loss.backward()
+    with torch.no_grad():
+        w -= 0.1 * w.grad
+""",
         """
 import torch
 model = torch.nn.Linear(4, 2)
@@ -129,6 +141,14 @@ for x, y in loader:
             for step in loop.of(STEP):
                 if everything or step.target in cleared or step.node in seen:
                     continue
+                if step.manual and (clears or any(e.node in seen for e in loop.of(STEP))):
+                    continue  # one finding per loop of hand-written updates
                 seen.add(step.node)
                 line = ctx.position(loop.node).start.line
-                yield ctx.report(self, step.node, target=step.target, note=f"loop at line {line}")
+                if step.manual:
+                    what = "a parameter updated by hand from its `.grad`"
+                    fix = "set `p.grad = None` (or `p.grad.zero_()`) after each update"
+                else:
+                    what = f"`{step.target}.step()`"
+                    fix = f"call `{step.target}.zero_grad()` each iteration"
+                yield ctx.report(self, step.node, what=what, fix=fix, note=f"loop at line {line}")

@@ -16,8 +16,9 @@ class SoftmaxBeforeCrossEntropy(ScriptRule):
     Flags `cross_entropy`/`CrossEntropyLoss` and `nll_loss`/`NLLLoss` whose
     input is the output of a softmax (`F.softmax`, `torch.softmax`,
     `x.softmax(dim)`, `nn.Softmax()`, or an `nn.Sequential` ending in one),
-    directly or through variables and attributes. `log_softmax` into
-    `NLLLoss` is correct and is not flagged.
+    directly or through variables, attributes and indexing, or the output
+    of a model whose class in the same file ends every `forward` return in
+    softmax. `log_softmax` into `NLLLoss` is correct and is not flagged.
 
     ## Why is this bad?
     `CrossEntropyLoss` applies `log_softmax` itself, so a softmax before it
@@ -73,6 +74,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 net = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))
 loss = F.cross_entropy(net(x), y)
+"""
+        """
+import torch.nn as nn
+import torch.nn.functional as F
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return F.softmax(self.fc(x), dim=1)
+
+model = Net().to(device)
+
+def train_step(x, y):
+    return F.nll_loss(model(x)[mask], y[mask])
 """,
     )
     valid = (

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
-from nnlint.script.loops import BACKWARD, STEP, analyze
+from nnlint.script.loops import BACKWARD, STEP, Event, Loop, analyze
 
 
 class StepBeforeBackward(ScriptRule):
@@ -39,8 +39,11 @@ class StepBeforeBackward(ScriptRule):
     ```
 
     ## Known problems
-    A step inside an `if` (stepping at the start of the next iteration after
-    accumulating) is left alone, and so is `optimizer.step(closure)`.
+    A step inside an `if` before an unconditional `backward()` (stepping at the
+    start of the next iteration after accumulating) is left alone, and so is
+    `optimizer.step(closure)`. A step after any backward of the iteration is
+    left alone: with several optimizers the file cannot tell which loss fills
+    which optimizer.
     """
 
     needs = ("backward",)
@@ -94,16 +97,33 @@ for x in loader:
     def check(self, ctx) -> Iterator[Finding]:
         seen = set()
         for unit in analyze(ctx).units:
-            events = unit.events
-            for i, step in enumerate(events):
-                if step.kind != STEP or step.closure or step.conds or step.node in seen:
-                    continue
-                if any(e.kind == BACKWARD for e in events[:i]):
-                    continue
-                later = [e for e in events[i + 1 :] if e.kind == BACKWARD and e.loops == step.loops]
-                if later:
+            for step, backward in steps_before_backward(unit):
+                if step.node not in seen:
                     seen.add(step.node)
-                    line = ctx.position(later[0].node).start.line
+                    line = ctx.position(backward.node).start.line
                     yield ctx.report(
                         self, step.node, target=step.target, note=f"backward at line {line}"
                     )
+
+
+def steps_before_backward(unit: Loop) -> Iterator[tuple[Event, Event]]:
+    """(step, the backward after it) for each step that no backward of its iteration precedes.
+
+    The backward after the step must sit in the same branches: a step inside an
+    `if` before an unconditional backward is the accumulation pattern. With a
+    backward earlier in the iteration (another optimizer's, in a GAN) the file
+    cannot tell which loss fills which optimizer, and the step is left alone.
+    """
+    events = unit.events
+    for i, step in enumerate(events):
+        if step.kind != STEP or step.closure:
+            continue
+        if any(e.kind == BACKWARD for e in events[:i]):
+            continue
+        later = [
+            e
+            for e in events[i + 1 :]
+            if e.kind == BACKWARD and e.loops == step.loops and e.conds == step.conds
+        ]
+        if later:
+            yield step, later[0]

@@ -10,6 +10,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script import project
 from nnlint.script.values import values
 
 # torch 2.6 made `weights_only=True` the default of `torch.load`.
@@ -25,8 +26,9 @@ class TorchLoadUnsafe(ScriptRule):
     Flags `torch.load(..., weights_only=False)` always, and a `torch.load`
     without `weights_only` when the project may run on torch older than 2.6
     (whose default was `weights_only=False`): no torch floor of 2.6 or more
-    is declared in the `pyproject.toml` or `requirements*.txt` next to the
-    project root.
+    is declared in the `pyproject.toml` or `requirements*.txt` of the file's
+    own project (the nearest folder, from the file's up to the run root,
+    that declares one).
 
     ## Why is this bad?
     A checkpoint is a pickle. Loading one with `weights_only=False` runs any
@@ -44,6 +46,9 @@ class TorchLoadUnsafe(ScriptRule):
     ```
 
     ## Known problems
+    When the code evidently reads more than tensors from the checkpoint (it
+    calls the loaded module, or reads `ckpt["args"]`, `ckpt["model"].state_dict()`),
+    `weights_only=True` would fail to load it, and the call is left alone.
     Checkpoints holding custom classes need them allow-listed with
     `torch.serialization.add_safe_globals`; keep `weights_only=False` only
     for files you created yourself, and suppress the finding there.
@@ -71,6 +76,12 @@ state = load("ckpt.pt")
 import torch
 state = torch.load("ckpt.pt", map_location="cpu", weights_only=True)
 model.load_state_dict(state)
+"""
+        """
+import torch
+ckpt = torch.load(args.resume, map_location="cpu")
+model = ckpt["model"].float()
+hparams = ckpt["args"]
 """,
     )
 
@@ -84,25 +95,121 @@ model.load_state_dict(state)
                 (a.value for a in call.args if a.keyword and a.keyword.value == "weights_only"),
                 None,
             )
-            if isinstance(flag, cst.Name) and flag.value == "False":
+            unsafe = isinstance(flag, cst.Name) and flag.value == "False"
+            if not unsafe and (flag is not None or any(a.star for a in call.args)):
+                continue
+            if _holds_objects(tracker, call):
+                continue  # `weights_only=True` could not load it: the advice would break the script
+            if unsafe:
                 yield ctx.report(
                     self, call, why="with `weights_only=False` unpickles arbitrary code"
                 )
-            elif flag is None and not any(a.star for a in call.args):
-                floor = torch_floor(ctx.project_root)
-                if floor is None or floor < _SAFE_DEFAULT:
-                    declared = (
-                        "no torch floor is declared"
-                        if floor is None
-                        else f"the declared torch floor is {floor[0]}.{floor[1]}"
-                    )
-                    why = f"defaults to `weights_only=False` before torch 2.6 ({declared})"
-                    yield ctx.report(self, call, why=why)
+                continue
+            floor = torch_floor(ctx.path, ctx.project_root)
+            if floor is None or floor < _SAFE_DEFAULT:
+                declared = (
+                    "no torch floor is declared"
+                    if floor is None
+                    else f"the declared torch floor is {floor[0]}.{floor[1]}"
+                )
+                why = f"defaults to `weights_only=False` before torch 2.6 ({declared})"
+                yield ctx.report(self, call, why=why)
+
+
+# What a checkpoint holding pickled objects is read for: a module's own methods,
+# or entries that are argparse namespaces, datasets and configs rather than tensors.
+_MODULE_ATTRS = frozenset(
+    "state_dict eval train parameters named_parameters modules named_modules children "
+    "forward fuse yaml".split()
+)
+_OBJECT_KEYS = frozenset(
+    "args opt config cfg hparams hyper_parameters dataset features examples tokenizer".split()
+)
+_MOVES = frozenset("to cuda cpu float half double".split())
+
+
+def _holds_objects(tracker, call: cst.Call) -> bool:
+    """Whether the code evidently reads more than tensors from what `call` loads."""
+    return any(_object_use(tracker, use, depth=1) for use in _uses(tracker, call))
+
+
+def _restored(tracker, expr: cst.CSTNode) -> bool:
+    """Whether `expr` goes straight into a `load_state_dict(...)`: then it is a state dict."""
+    arg = tracker.ctx.parent(expr)
+    call = tracker.ctx.parent(arg) if isinstance(arg, cst.Arg) else None
+    return (
+        isinstance(call, cst.Call)
+        and isinstance(call.func, cst.Attribute)
+        and call.func.attr.value == "load_state_dict"
+    )
+
+
+def _uses(tracker, value: cst.CSTNode) -> list[cst.CSTNode]:
+    """The expressions that read `value`: itself, or the names it is assigned to, afterwards."""
+    holder = tracker.ctx.parent(value)
+    if not isinstance(holder, cst.Assign):
+        return [value]
+    targets = [
+        n
+        for t in holder.targets
+        for n in tracker.walk(t.target)
+        if isinstance(n, cst.Name) and tracker.ctx.parent(n) is not None
+    ]
+    names = {n.value for n in targets}
+    scope = tracker.enclosing(holder, cst.FunctionDef)
+    body = scope.body if scope is not None else tracker.ctx.module
+    after = tracker.tree.order(holder)
+    return [
+        n
+        for n in tracker.walk(body, skip=(cst.FunctionDef, cst.ClassDef))
+        if isinstance(n, cst.Name)
+        and n.value in names
+        and n not in targets
+        and tracker.tree.order(n) > after
+    ]
+
+
+def _object_use(tracker, use: cst.CSTNode, depth: int) -> bool:
+    parent = tracker.ctx.parent(use)
+    if isinstance(parent, cst.Call) and parent.func is use:
+        return True  # the loaded object is called: a whole module
+    if isinstance(parent, cst.Subscript) and parent.value is use:
+        key = parent.slice[0].slice if len(parent.slice) == 1 else None
+        value = getattr(key, "value", None)
+        if (
+            isinstance(value, cst.SimpleString)
+            and value.evaluated_value in _OBJECT_KEYS
+            and not _restored(tracker, parent)
+        ):
+            return True
+        use, parent = parent, tracker.ctx.parent(parent)
+    while isinstance(parent, cst.Attribute) and parent.value is use:
+        if parent.attr.value in _MODULE_ATTRS:
+            return True
+        if parent.attr.value not in _MOVES:
+            return False
+        call = tracker.ctx.parent(parent)
+        if not isinstance(call, cst.Call):
+            return False
+        use, parent = call, tracker.ctx.parent(call)
+    if depth and isinstance(parent, cst.Assign) and use is parent.value:
+        return any(_object_use(tracker, u, depth - 1) for u in _uses(tracker, use))
+    return False
+
+
+def torch_floor(path: Path, root: Path) -> tuple[int, int] | None:
+    """The torch floor of the file's own project: the nearest folder, from the file's
+    up to the run root, whose metadata declares one."""
+    for folder in project.search_dirs(path, root):
+        floor = folder_floor(folder)
+        if floor is not None:
+            return floor
+    return None
 
 
 @cache
-def torch_floor(root: Path) -> tuple[int, int] | None:
-    """The lowest torch version the project at `root` declares, as (major, minor)."""
+def folder_floor(root: Path) -> tuple[int, int] | None:
+    """The lowest torch version the metadata in `root` declares, as (major, minor)."""
     specs: list[str] = []
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():

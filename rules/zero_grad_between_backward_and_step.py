@@ -38,6 +38,8 @@ class ZeroGradBetweenBackwardAndStep(ScriptRule):
     ```
 
     ## Known problems
+    A helper of another module that clears gradients may clear only some of
+    them on purpose (freezing a layer for a few steps) and is not flagged.
     A `model.zero_grad()` counts only when the loop steps a single optimizer;
     with several (a GAN) it may be clearing another model on purpose.
     """
@@ -122,6 +124,7 @@ def _cleared_before_step(unit: Loop) -> Iterator[tuple[Event, Event]]:
             covers = prior.target == step.target or (prior.target is None and len(targets) == 1)
             if (
                 prior.kind == ZERO_GRAD
+                and not prior.helper
                 and covers
                 and prior.always_with(step)
                 and prior.loops == step.loops

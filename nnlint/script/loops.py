@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
+from nnlint.script import project
 from nnlint.script.context import ScriptContext
 from nnlint.script.values import Values, values
 
@@ -41,6 +42,10 @@ class Event:
     loops: tuple[cst.CSTNode, ...] = ()
     # Whether a step runs a closure (LBFGS): the closure computes its own backward.
     closure: bool = False
+    # A parameter updated by hand from its gradient (`p -= lr * p.grad`), no optimizer.
+    manual: bool = False
+    # Done inside a helper of another module: it may cover only some parameters.
+    helper: bool = False
 
     def always_with(self, other: Event) -> bool:
         """Whether this event runs whenever `other` does (its branches are `other`'s or fewer)."""
@@ -103,6 +108,16 @@ class LoopAnalysis:
     def _call_event(self, call: cst.Call) -> Event | None:
         func = call.func
         names = self.values.torch_names(func)
+        if not names:
+            helper = self._helper(func)
+            if helper is not None and project.clears_grads(helper):
+                return Event(ZERO_GRAD, call, helper=True)
+            if helper is not None and project.clips_grads(helper):
+                return Event(CLIP, call, helper=True)
+            if helper is None and self._named_clear(func):
+                return Event(ZERO_GRAD, call, helper=True)
+        if _manual_update(call):
+            return Event(STEP, call, manual=True)
         if any(q.endswith(_CLIPS) for q in names):
             return Event(CLIP, call)
         if "torch.autograd.backward" in names:
@@ -131,9 +146,44 @@ class LoopAnalysis:
         if attr == "train":
             off = call.args and self.code(call.args[0].value) == "False"
             return Event(EVAL if off else TRAIN, call, self.values.receiver_root(receiver))
+        if self.code(receiver) not in ("self", "cls") and any(
+            e.kind == TRAIN
+            for fn in self.values.functions.get(attr, ())
+            for e in self.function_events(fn)
+        ):
+            # `probe.head_only_train()`, a method of this file that calls `.train()` inside.
+            return Event(TRAIN, call, self.values.receiver_root(receiver))
         return None
 
-    def _callees(self, call: cst.Call) -> list[cst.FunctionDef]:
+    def _imported(self, func: cst.BaseExpression) -> bool:
+        """Whether `func` is a name imported from another module (`zero_grad`, `utils.clip`)."""
+        root = func
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        return isinstance(root, cst.Name) and any(
+            isinstance(getattr(r, "node", None), cst.Import | cst.ImportFrom)
+            for r in self.values.referents.get(root, ())
+        )
+
+    def _helper(self, func: cst.BaseExpression):
+        """The `def` in another module of the project that a call names, if it can be read."""
+        if not self._imported(func):
+            return None
+        for qname in self.ctx.qualified_name_strings(func):
+            fn = project.imported_function(qname, self.ctx.path, self.ctx.project_root)
+            if fn is not None:
+                return fn
+        return None
+
+    def _named_clear(self, func: cst.BaseExpression) -> bool:
+        """An imported helper we cannot read whose name says it clears gradients."""
+        if not self._imported(func):
+            return False
+        last = self.code(func).rsplit(".", 1)[-1].lower()
+        named = "zero_grad" in last or last in ("clear_grad", "clear_grads")
+        return named
+
+    def callees(self, call: cst.Call) -> list[cst.FunctionDef]:
         func = call.func
         found: list[cst.FunctionDef] = []
         if isinstance(func, cst.Name):
@@ -184,13 +234,20 @@ class LoopAnalysis:
             elif isinstance(node, cst.Try) and child is node.orelse:
                 branch = (*conds, child)
             out.extend(self._events(child, branch, loops))
+        if (
+            isinstance(node, cst.AugAssign)
+            and isinstance(node.operator, cst.SubtractAssign | cst.AddAssign)
+            and not _is_grad(node.target)
+            and _reads_grad(node.value)
+        ):
+            out.append(Event(STEP, node, conds=conds, loops=loops, manual=True))
         if isinstance(node, cst.Assign) and any(_is_grad(t.target) for t in node.targets):
             cleared = isinstance(node.value, cst.Name) and node.value.value == "None"
             kind = ZERO_GRAD if cleared else GRAD_WRITE
             out.append(Event(kind, node, conds=conds, loops=loops))
         if isinstance(node, cst.Call):
             event = self._call_event(node)
-            callees = self._callees(node)
+            callees = self.callees(node)
             closures = [c for c in callees if _passed(node, c)]
             for fn in closures:
                 out.extend(self._inline(fn, conds, loops))
@@ -204,6 +261,25 @@ class LoopAnalysis:
 
 def _passed(call: cst.Call, fn: cst.FunctionDef) -> bool:
     return any(isinstance(a.value, cst.Name) and a.value.value == fn.name.value for a in call.args)
+
+
+def _reads_grad(expr: cst.CSTNode) -> bool:
+    """Whether `expr` reads some tensor's `.grad`."""
+    if isinstance(expr, cst.Attribute) and expr.attr.value == "grad":
+        return True
+    return any(_reads_grad(child) for child in expr.children)
+
+
+def _manual_update(call: cst.Call) -> bool:
+    """`p.data.add_(-lr * p.grad)`, `p.sub_(lr * p.grad)`: a parameter stepped by hand."""
+    func = call.func
+    return (
+        isinstance(func, cst.Attribute)
+        and func.attr.value in ("add_", "sub_")
+        and not _is_grad(func.value)
+        and not _reads_grad(func.value)
+        and any(_reads_grad(arg.value) for arg in call.args)
+    )
 
 
 def _is_grad(expr: cst.BaseExpression) -> bool:

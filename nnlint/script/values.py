@@ -17,11 +17,13 @@ Nothing here imports torch: everything is read from the source text.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 
 import libcst as cst
 from libcst.metadata import Assignment
 
+from nnlint.script import project
 from nnlint.script.context import ScriptContext
 
 TENSOR_TAGS = frozenset({"loss", "probs", "log_probs", "sigmoid"})
@@ -30,6 +32,9 @@ _KEEPING = frozenset(
     "mean sum float double half to cuda view reshape squeeze unsqueeze clone contiguous "
     "flatten cpu type".split()
 )
+# Methods that return the module they are called on (`Net().to(device)` is still the net).
+_MOVING = frozenset("to cuda cpu half float double bfloat16 train eval requires_grad_".split())
+_MODULE_TAGS = frozenset({"module", "softmax_module", "sigmoid_module"})
 _FUNCTION_TAGS = {
     "softmax": "probs",
     "log_softmax": "log_probs",
@@ -60,6 +65,18 @@ LOSS_FUNCTIONS = {
     "binary_cross_entropy_with_logits": "bce_logits_fn",
 }
 _STATEMENTS = (cst.BaseSmallStatement, cst.BaseStatement)
+_KNOWN_DECORATORS = (
+    "builtins.",
+    "functools.",
+    "typing.",
+    "abc.",
+    "dataclasses.",
+    "contextlib.",
+    "torch.",
+    "staticmethod",
+    "classmethod",
+    "property",
+)
 _GRAD_OFF = (
     "torch.no_grad",
     "torch.inference_mode",
@@ -139,6 +156,8 @@ class Values:
                     found |= self.tags(value)
                 return found
             return {"loss"} if expr.attr.value == "loss" else set()
+        if isinstance(expr, cst.Subscript):  # `probs[mask]` is still probabilities
+            return set(self.tags(expr.value) & TENSOR_TAGS)
         if isinstance(expr, cst.BinaryOperation):
             return (self.tags(expr.left) | self.tags(expr.right)) & {"loss"}
         if isinstance(expr, cst.UnaryOperation | cst.Await):
@@ -175,19 +194,24 @@ class Values:
             receiver = self.tags(func.value)
             if method in _FUNCTION_TAGS:
                 return {_FUNCTION_TAGS[method]}
-            if method in _KEEPING:
-                return set(receiver & TENSOR_TAGS)
+            if method in _KEEPING or method in _MOVING:
+                keep = (TENSOR_TAGS if method in _KEEPING else set()) | (
+                    _MODULE_TAGS if method in _MOVING else set()
+                )
+                return set(receiver & keep)
             if method in ("item", "tolist", "detach", "numpy"):
                 return set()
         callee = self.tags(func)
         found = {_CALL_RESULT[t] for t in callee if t in _CALL_RESULT}
-        if callee & {"module", "softmax_module"}:
-            found.add("probs" if "softmax_module" in callee else "output")
+        if callee & _MODULE_TAGS:
+            found.add("output")
+            found |= {"probs"} if "softmax_module" in callee else set()
+            found |= {"sigmoid"} if "sigmoid_module" in callee else set()
         if isinstance(func, cst.Name):
             for fn in self.functions.get(func.value, ()):
                 found |= self._returned(fn)
             if func.value in self.classes and self._is_module_class(self.classes[func.value]):
-                found.add("module")
+                found |= {"module", *self._forward_tags(self.classes[func.value])}
         if not found and not names:
             last = self.code(func).rsplit(".", 1)[-1].lower()
             if "loss" in last or "criterion" in last:
@@ -208,6 +232,28 @@ class Values:
             )
             for base in cls.bases
         )
+
+    def _forward_tags(self, cls: cst.ClassDef) -> set[str]:
+        """`softmax_module` when every `return` of the class's `forward` is a softmax."""
+        forwards = [
+            node
+            for node in cls.body.body
+            if isinstance(node, cst.FunctionDef) and node.name.value == "forward"
+        ]
+        returns = [
+            self.tags(node.value)
+            for fn in forwards
+            for node in self.walk(fn.body, skip=(cst.FunctionDef, cst.ClassDef, cst.Lambda))
+            if isinstance(node, cst.Return) and node.value is not None
+        ]
+        if not returns:
+            return set()
+        always = frozenset.intersection(*returns)
+        return {
+            tag
+            for tensor, tag in (("probs", "softmax_module"), ("sigmoid", "sigmoid_module"))
+            if tensor in always
+        }
 
     def _returned(self, fn: cst.FunctionDef) -> set[str]:
         found: set[str] = set()
@@ -303,12 +349,14 @@ class Values:
                             found.add(node.value)
         return found
 
-    def grad_disabled(self, node: cst.CSTNode, callers: bool = True) -> bool:
+    def grad_disabled(self, node: cst.CSTNode, callers: bool | int = True) -> bool:
         """Whether `node` runs under `torch.no_grad()`/`inference_mode()`.
 
         A function whose every call in the file is under `no_grad` counts as
-        under it too (one level of callers).
+        under it too (two levels of callers: `evaluate` called by a benchmark
+        helper that runs under `no_grad`).
         """
+        depth = 2 if callers is True else int(callers)
         current = self.ctx.parent(node)
         while current is not None:
             if isinstance(current, cst.With) and any(
@@ -318,8 +366,8 @@ class Values:
             if isinstance(current, cst.FunctionDef):
                 if any(self._disables_grad(d.decorator) for d in current.decorators):
                     return True
-                sites = self.callers(current)
-                if callers and sites and all(self.grad_disabled(s, False) for s in sites):
+                sites = self.callers(current) if depth else []
+                if sites and all(self.grad_disabled(s, depth - 1) for s in sites):
                     return True
             current = self.ctx.parent(current)
         return False
@@ -362,11 +410,63 @@ class Values:
     def _disables_grad(self, expr: cst.BaseExpression) -> bool:
         func = expr.func if isinstance(expr, cst.Call) else expr
         names = self.ctx.qualified_name_strings(func)
+        if not names and "import *" in self.ctx.source:
+            # `torch` from a star import: its names do not resolve, the text still says it.
+            names = {self.code(func)}
         if any(q in _GRAD_OFF for q in names):
             return True
         if isinstance(expr, cst.Call) and any(q.endswith("set_grad_enabled") for q in names):
             first = expr.args[0].value if expr.args else None
             return isinstance(first, cst.Name) and first.value == "False"
+        return self._wraps_grad_off(func, names)
+
+    def _wraps_grad_off(self, func: cst.BaseExpression, names: set[str]) -> bool:
+        """A project's own decorator or context manager around `no_grad`/`inference_mode`.
+
+        `@smart_inference_mode()` returns `torch.inference_mode()(fn)`: its definition,
+        in this file or in a module this file imports from its project, names one of them.
+        """
+        if isinstance(func, cst.Name):
+            for fn in self.functions.get(func.value, ()):
+                if any(
+                    isinstance(node, cst.Name | cst.Attribute)
+                    and self.ctx.qualified_name_strings(node) & set(_GRAD_OFF)
+                    for node in self.walk(fn.body)
+                ):
+                    return True
+        for qname in names:
+            if qname.startswith(("torch.", "builtins.")):
+                continue
+            fn = project.imported_function(qname, self.ctx.path, self.ctx.project_root)
+            if fn is not None and any(
+                project.dotted(node).endswith(("no_grad", "inference_mode"))
+                for node in ast.walk(fn)
+                if isinstance(node, ast.Attribute | ast.Name)
+            ):
+                return True
+        return False
+
+    def under_unknown_decorator(self, node: cst.CSTNode) -> bool:
+        """Whether `node` runs inside a function whose decorators are not all known."""
+        fn = self.enclosing(node, cst.FunctionDef)
+        while fn is not None:
+            if self.unknown_decorators(fn):
+                return True
+            fn = self.enclosing(fn, cst.FunctionDef)
+        return False
+
+    def unknown_decorators(self, fn: cst.FunctionDef) -> bool:
+        """Whether a decorator of `fn` may change how it runs (grad mode included).
+
+        Builtins, functools, typing, abc, dataclasses, contextlib and torch's own are known;
+        anything else (a project wrapper we could not read, a framework hook) is not.
+        """
+        for decorator in fn.decorators:
+            expr = decorator.decorator
+            func = expr.func if isinstance(expr, cst.Call) else expr
+            names = self.ctx.qualified_name_strings(func)
+            if not names or not all(q.startswith(_KNOWN_DECORATORS) for q in names):
+                return True
         return False
 
     def receiver_root(self, expr: cst.BaseExpression) -> str:
