@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from nnlint.contain import contain
+from nnlint.setup.contain import contain
 
 try:
     import torch

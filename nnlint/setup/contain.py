@@ -7,8 +7,9 @@ user code runs. It stacks what the kernel allows, strongest first:
   directory: every write, from Python, C code, mmap or a grandchild alike,
   lands in an upper directory under `scratch`; the real files stay
   byte-identical and the code reads back what it wrote (copy-on-write);
-- a PID namespace for the children, whose init dies with this process, so
-  nothing the code starts outlives it; a private `/dev/shm`;
+- a PID namespace, whose PID 1 this process becomes (the caller goes on in a
+  forked child, see `_enter_pid_namespace`), so nothing the code starts
+  outlives it; a private `/dev/shm`;
 - Landlock: writes outside the overlays, `scratch` and a few devices fail with
   EACCES, and mounts are refused, so the overlays cannot be taken away.
 
@@ -25,7 +26,6 @@ import glob
 import os
 import re
 import resource
-import select
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -148,7 +148,7 @@ def contain(
             except OSError as exc:
                 missing.append(f"capabilities kept: {exc.strerror or exc}")
         try:
-            _start_init()
+            _enter_pid_namespace()
             layers.append("pid-namespace")
         except OSError as exc:
             missing.append(f"no pid namespace: {exc.strerror or exc}")
@@ -308,33 +308,25 @@ def _mount_overlay(mount: str, lower: str, layer: str, privileged: bool) -> None
     _check(-1, f"overlay on {mount}")
 
 
-def _start_init() -> None:
-    """New children go into a PID namespace whose init (killed with us) reaps orphans."""
+def _enter_pid_namespace() -> None:
+    """Go on as PID 1 of a new PID namespace: whatever we start dies with us.
+
+    A process cannot start threads once it has unshared a PID namespace, so
+    the namespace's first child, forked here, carries on as the contained
+    process; this one only waits for it and exits with its status, and its
+    death (the caller's kill) kills the child (PR_SET_PDEATHSIG). When PID 1
+    ends, the kernel kills everything left in the namespace, also what called
+    setsid().
+    """
     _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
-    alive, watch = os.pipe()
-    init = os.fork()
-    if init == 0:  # pragma: no cover - PID 1 of the namespace
+    child = os.fork()
+    if child != 0:  # pragma: no cover - the waiter
+        code = 1
         try:
-            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.closerange(3, alive)
-            os.closerange(alive + 1, 1 << 16)
-            signal.signal(signal.SIGCHLD, _reap)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM, signal.SIGPIPE):
-                signal.signal(sig, signal.SIG_IGN)
-            select.select([alive], [], [])  # returns when our parent is gone
+            code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
         finally:
-            os._exit(0)  # the kernel then kills everything left in the namespace
-    os.close(alive)
-    os.set_inheritable(watch, False)
-
-
-def _reap(_signum: int, _frame: object) -> None:  # pragma: no cover - in init
-    with contextlib.suppress(OSError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
+            os._exit(code if code >= 0 else 128 - code)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class _CapHeader(ctypes.Structure):
