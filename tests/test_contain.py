@@ -248,7 +248,17 @@ def from_file_shared(project: Path) -> bool:
     return (project / "weights.bin").read_bytes()[:16] == b"\x07" * 16
 
 
-HOSTILE = [
+def switches_the_guard_off(project: Path) -> bool:
+    """A script that turns nnlint's audit hooks off, then writes."""
+    from nnlint.setup import sandbox
+
+    sandbox.forget()
+    with open(project / "data.txt", "w") as f:
+        f.write("unguarded")
+    return (project / "data.txt").read_text() == "unguarded"
+
+
+ACTIONS = [
     libc_write,
     libc_unlink,
     libc_open_creates,
@@ -263,10 +273,10 @@ HOSTILE = [
     mmap_writes,
     renames_over,
     unmounts_then_writes,
-    pytest.param(jit_save_over, marks=needs_torch),
-    pytest.param(torch_save_over, marks=needs_torch),
-    pytest.param(from_file_shared, marks=needs_torch),
+    switches_the_guard_off,
 ]
+TORCH_ACTIONS = [jit_save_over, torch_save_over, from_file_shared]
+HOSTILE = [*ACTIONS, *(pytest.param(a, marks=needs_torch) for a in TORCH_ACTIONS)]
 
 
 @pytest.mark.parametrize("action", HOSTILE, ids=lambda a: a.__name__)
@@ -417,3 +427,93 @@ def test_memory_limit_bounds_the_address_space(layers, tmp_path):
     with os.fdopen(read, "rb") as f:
         assert f.read() == b"1"
     os.waitpid(pid, 0)
+
+
+HOSTILE_SCRIPT = """\
+import os
+import sys
+from pathlib import Path
+
+import torch
+from model import Net
+
+sys.path.insert(0, {tests!r})
+import test_contain as hostile
+
+if __name__ == "__main__":
+    failed = []
+    for action in hostile.ACTIONS + hostile.TORCH_ACTIONS:
+        try:
+            if not action(Path("cases", action.__name__, "project").resolve()):
+                failed.append(action.__name__ + " (not read back)")
+        except BaseException as exc:
+            failed.append(f"{{action.__name__}} ({{type(exc).__name__}}: {{exc}})")
+    home = Path.home()
+    (home / ".bashrc").write_text("pwned")
+    (home / "notes.txt").unlink()
+    if failed:
+        raise RuntimeError("hostile actions failed: " + ", ".join(failed))
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(3):
+        x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+"""
+
+HOSTILE_MODEL = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+"""
+
+
+@needs_torch
+def test_the_cli_runs_a_hostile_script_on_a_copy(layers, tmp_path):
+    """`nnlint train.py --model model.py:Net` on a script that tries every case above."""
+    work, home = tmp_path / "work", tmp_path / "home"
+    for folder in (work, home):
+        folder.mkdir()
+    # short: the forkserver's socket path under it must fit AF_UNIX's 108 bytes
+    tmp = Path(tempfile.mkdtemp(prefix="nn-", dir="/tmp"))
+    for action in ACTIONS + TORCH_ACTIONS:
+        make_project(work / "cases" / action.__name__)
+    (work / "train.py").write_text(HOSTILE_SCRIPT.format(tests=str(Path(__file__).parent)))
+    (work / "model.py").write_text(HOSTILE_MODEL)
+    (home / ".bashrc").write_text("export PATH\n")
+    (home / "notes.txt").write_text("the only copy\n")
+    before = snapshot(tmp_path)
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "NO_COLOR": "1"}
+    command = ["train.py", "--model", "model.py:Net", "--format", "json", "--verbose"]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "nnlint", "--isolated", "--extend-select", "NN006", *command],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        left = list(tmp.iterdir())
+    finally:
+        shutil.rmtree(tmp)
+    assert snapshot(tmp_path) == before, proc.stderr  # every watched file, the home too
+    assert left == []  # the run's temporary folders are gone
+    report = json.loads(proc.stdout)
+    protection = report["summary"]["protection"]
+    assert protection.startswith("overlay"), protection
+    assert f"the training script ran with {protection}" in proc.stderr
+    if protection == "overlay + landlock":  # every action ran, on the copy
+        assert [f for f in report["findings"] if f["code"] == "NN006"] == [], report["findings"]
+        assert "dynamic.init-loss" in report["summary"]["timings"]
