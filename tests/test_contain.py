@@ -319,6 +319,27 @@ def test_the_overlay_covers_mounts_inside_the_project(layers, tmp_path):
         subprocess.run(["umount", str(inner)], check=True)
 
 
+def test_scratch_on_an_overlay_keeps_the_layers_in_memory(layers, tmp_path):
+    """In a container, /tmp is often an overlay, which cannot hold an upper layer."""
+    parts = [tmp_path / name for name in ("lower", "upper", "work", "merged")]
+    for part in parts:
+        part.mkdir()
+    options = f"lowerdir={parts[0]},upperdir={parts[1]},workdir={parts[2]}"
+    mounted = subprocess.run(["mount", "-t", "overlay", "none", "-o", options, str(parts[3])])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount an overlay here (not root)")
+    try:
+        project = make_project(tmp_path)
+        before = snapshot(project)
+        report = in_child(libc_write, project, parts[3] / "scratch")
+        assert report.get("error") is None, report
+        assert report["readback"] is True
+        assert report["protection"].startswith("overlay + landlock"), report
+        assert snapshot(project) == before
+    finally:
+        subprocess.run(["umount", str(parts[3])], check=True)
+
+
 def test_nothing_the_code_starts_outlives_it(layers, tmp_path):
     if "pid-namespace" not in layers:
         pytest.skip("no pid namespace on this machine")

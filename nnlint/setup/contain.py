@@ -273,17 +273,28 @@ def _overlay(
         with contextlib.suppress(OSError):
             lowers[mount] = os.open(mount, os.O_PATH | os.O_CLOEXEC)
     overlaid, readonly, failed = [], [], []
+    layers = os.path.join(scratch, "overlay")
+    os.makedirs(layers, exist_ok=True)
+    in_memory = False
     for index, (top, mount) in enumerate(targets):
         if mount not in lowers:
             continue
         lower = f"/proc/self/fd/{lowers[mount]}"
-        layer = os.path.join(scratch, "overlay", str(index))
+        layer = os.path.join(layers, str(index))
         try:
             if not os.path.isdir(mount):
                 raise _Failed(0, "not a directory")
-            os.makedirs(os.path.join(layer, "upper"))
-            os.makedirs(os.path.join(layer, "work"))
-            _mount_overlay(mount, lower, layer, privileged)
+            try:
+                _mount_overlay(mount, lower, layer, privileged)
+            except OSError:
+                if in_memory:
+                    raise
+                # scratch's filesystem cannot hold an upper layer (an overlay
+                # itself, as in a container): keep the layers in memory instead
+                flags = MS_NOSUID | MS_NODEV
+                _check(_libc.mount(b"tmpfs", layers.encode(), b"tmpfs", flags, b"mode=700"), "")
+                in_memory = True
+                _mount_overlay(mount, lower, layer, privileged)
             if mount == top:
                 overlaid.append(top)
         except OSError as exc:
@@ -300,6 +311,8 @@ def _overlay(
 
 
 def _mount_overlay(mount: str, lower: str, layer: str, privileged: bool) -> None:
+    os.makedirs(os.path.join(layer, "upper"), exist_ok=True)
+    os.makedirs(os.path.join(layer, "work"), exist_ok=True)
     base = f"lowerdir={lower},upperdir={layer}/upper,workdir={layer}/work"
     # inside a user namespace only user.* extended attributes may be written
     for options in (base, base + ",userxattr") if privileged else (base + ",userxattr",):
