@@ -516,7 +516,7 @@ def test_the_cli_runs_a_hostile_script_on_a_copy(layers, tmp_path):
     (home / "notes.txt").write_text("the only copy\n")
     before = snapshot(tmp_path)
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "NO_COLOR": "1"}
-    command = ["train.py", "--model", "model.py:Net", "--format", "json", "--verbose"]
+    command = ["train.py", "--model", "model.py:Net", "--format", "json", "--verbose", "--no-cache"]
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "nnlint", "--isolated", "--extend-select", "NN006", *command],
