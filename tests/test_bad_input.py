@@ -570,11 +570,11 @@ CASES = [
 
 
 def digest(root: Path) -> dict[str, str]:
-    """Content hashes of the project's files, bytecode caches aside."""
+    """Content hashes of the project's files, bytecode caches and nnlint's own cache aside."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
+        if p.is_file() and not {"__pycache__", ".nnlint_cache"} & set(p.parts)
     }
 
 

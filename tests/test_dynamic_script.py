@@ -53,11 +53,14 @@ torch.save(model.state_dict(), "final.pt")
 HEADER = "import os, sys, time\nimport torch\nimport torch.nn.functional as F\nfrom model import Net, make_model\ntorch.manual_seed(0)\n"
 
 
+OWN_CACHES = ("__pycache__", ".nnlint_cache")  # Python's and nnlint's, not the user's files
+
+
 def lint(tmp_path, script, *flags, spec="model.py:Net"):
     (tmp_path / "model.py").write_text(MODEL)
     (tmp_path / "train.py").write_text(textwrap.dedent(script))
     (tmp_path / "keep.txt").write_text("user data\n")
-    before = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
+    before = sorted(p.name for p in tmp_path.iterdir() if p.name not in OWN_CACHES)
     proc = subprocess.run(
         [
             sys.executable,
@@ -77,7 +80,7 @@ def lint(tmp_path, script, *flags, spec="model.py:Net"):
         text=True,
         timeout=300,
     )
-    after = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
+    after = sorted(p.name for p in tmp_path.iterdir() if p.name not in OWN_CACHES)
     assert before == after, "nnlint changed the user's files"
     assert (tmp_path / "keep.txt").read_text() == "user data\n"
     assert "Traceback" not in proc.stderr, proc.stderr
