@@ -367,6 +367,8 @@ def _run(argv: Sequence[str]) -> int:
     result = run(settings, registry)
     if not result.files and not settings.model:
         print("nnlint: no Python files to lint", file=sys.stderr)
+    if settings.verbose and result.protection is not None:
+        print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
     color = args.format == "text" and not args.output_file and sys.stdout.isatty()
     text = render(
         result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics

@@ -36,6 +36,8 @@ class Result:
     rules: list[str]
     timings: dict[str, float] = field(default_factory=dict)
     root: Path = field(default_factory=Path.cwd)
+    protection: str | None = None  # what contained the training script ("overlay + landlock")
+    protection_detail: str | None = None  # the same, with what the kernel did not offer
 
 
 def instantiate(rules: Sequence[type[Rule]], options: dict[str, dict]) -> list[Rule]:
@@ -135,6 +137,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         (r.code, tuple(r.settings.items())) for r in rules if r.kind is Phase.SCRIPT
     )
     timings: dict[str, float] = {}
+    about: dict[str, str] = {}
 
     start = time.perf_counter()
     files = collect_files(settings.paths, settings.exclude, settings.root)
@@ -145,7 +148,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         from nnlint.pipeline import run_model_phases, user_output
 
         with user_output(settings.verbose):
-            findings.extend(run_model_phases(settings, rules, timings))
+            findings.extend(run_model_phases(settings, rules, timings, about=about))
 
     suppressor = Suppressor(settings.root)
     findings = suppressor.apply(findings)
@@ -157,4 +160,6 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         f for f in findings if f.code in enabled and not _per_file_ignored(f, settings, registry)
     ]
     findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
-    return Result(findings, checked, [r.code for r in selected], timings, settings.root)
+    codes = [r.code for r in selected]
+    protection, detail = about.get("protection"), about.get("protection_detail")
+    return Result(findings, checked, codes, timings, settings.root, protection, detail)

@@ -59,18 +59,25 @@ def user_output(verbose: bool) -> Iterator[None]:
 
 
 def run_model_phases(
-    settings: Any, rules: list, timings: dict[str, float], caller: CallerObjects | None = None
+    settings: Any,
+    rules: list,
+    timings: dict[str, float],
+    caller: CallerObjects | None = None,
+    about: dict[str, str] | None = None,
 ) -> list[Finding]:
     """The graph and dynamic findings for the `--model` (or the model `nnlint.check` was handed).
 
-    The user's code runs with writes outside a temporary directory refused.
+    The user's code runs with writes outside a temporary directory refused
+    here; the training script runs contained in its own process. `about`
+    receives how it was contained (`protection`, `protection_detail`).
     """
     caller = caller or CallerObjects()
+    about = {} if about is None else about
     cwd = os.getcwd()  # model code may chdir; nnlint's own paths are relative to it
     try:
         with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox):
             with global_rngs():
-                return _run_phases(settings, rules, timings, caller)
+                return _run_phases(settings, rules, timings, caller, about, sandbox)
     finally:
         os.chdir(cwd)
 
@@ -94,7 +101,12 @@ def _load(
 
 
 def _run_phases(
-    settings: Any, rules: list, timings: dict[str, float], caller: CallerObjects
+    settings: Any,
+    rules: list,
+    timings: dict[str, float],
+    caller: CallerObjects,
+    about: dict[str, str],
+    sandbox: str,
 ) -> list[Finding]:
     model, model_site = _load(settings, caller, timings)
     findings: list[Finding] = []
@@ -102,10 +114,13 @@ def _run_phases(
         return findings
     script_run, captured = None, None
     if caller.model is None and caller.batch is None:
-        script_run = learn_from_script(settings, rules, model_site, timings)
+        script_run = learn_from_script(settings, rules, model_site, timings, sandbox)
         if script_run is not None:
             findings.extend(script_run.notes)
             captured = script_run.batch
+            if script_run.protection is not None:
+                about["protection"] = script_run.protection
+                about["protection_detail"] = script_run.protection_detail or ""
 
     start = time.perf_counter()
     batch, reason = _batch(model, settings, caller, captured)

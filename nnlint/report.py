@@ -129,6 +129,7 @@ def format_json(result: Result) -> str:
             "files": len(result.files),
             "rules": len(result.rules),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
+            "protection": result.protection,
         },
     }
     return json.dumps(document, indent=2) + "\n"

@@ -400,25 +400,28 @@ CASES = [
         0,
         files=project(**{"train.py": train("config = {}\nepochs = config['epochs']\n")}),
     ),
+    # A script that changes files runs on a scratch copy where the kernel allows
+    # it, and is refused (NN006) elsewhere: either way the project stays as it
+    # was, and the script rule's finding decides the exit.
     Case(
         "script-writes-file",
         FULL,
         "finding",
-        "NN006",
-        "NN006",
-        0,
-        files=project(**{"train.py": train("open('run.log', 'w').write('started')\n")}),
+        "NN201",
+        "NN201",
+        1,
+        files=project(**{"train.py": "open('run.log', 'w').write('started')\n" + BUGGY}),
     ),
     Case(
         "script-deletes-file",
         FULL,
         "finding",
-        "NN006",
-        "NN006",
-        0,
+        "NN201",
+        "NN201",
+        1,
         files=project(
             **{
-                "train.py": train("import os\nos.remove('precious.txt')\n"),
+                "train.py": "import os\nos.remove('precious.txt')\n" + BUGGY,
                 "precious.txt": "the only copy\n",
             }
         ),
@@ -427,10 +430,16 @@ CASES = [
         "script-torch-save",
         FULL,
         "finding",
-        "NN006",
-        "NN006",
-        0,
-        files=project(**{"train.py": train("torch.save(model.state_dict(), 'init.pt')\n")}),
+        "NN201",
+        "NN201",
+        1,
+        files=project(
+            **{
+                "train.py": BUGGY.replace(
+                    "model = Net()\n", "model = Net()\ntorch.save(model.state_dict(), 'init.pt')\n"
+                )
+            }
+        ),
     ),
     Case(
         "script-prints-json-output",

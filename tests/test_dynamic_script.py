@@ -53,11 +53,14 @@ torch.save(model.state_dict(), "final.pt")
 HEADER = "import os, sys, time\nimport torch\nimport torch.nn.functional as F\nfrom model import Net, make_model\ntorch.manual_seed(0)\n"
 
 
+OWN_CACHES = ("__pycache__", ".nnlint_cache")  # Python's and nnlint's, not the user's files
+
+
 def lint(tmp_path, script, *flags, spec="model.py:Net"):
     (tmp_path / "model.py").write_text(MODEL)
     (tmp_path / "train.py").write_text(textwrap.dedent(script))
     (tmp_path / "keep.txt").write_text("user data\n")
-    before = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
+    before = sorted(p.name for p in tmp_path.iterdir() if p.name not in OWN_CACHES)
     proc = subprocess.run(
         [
             sys.executable,
@@ -77,7 +80,7 @@ def lint(tmp_path, script, *flags, spec="model.py:Net"):
         text=True,
         timeout=300,
     )
-    after = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
+    after = sorted(p.name for p in tmp_path.iterdir() if p.name not in OWN_CACHES)
     assert before == after, "nnlint changed the user's files"
     assert (tmp_path / "keep.txt").read_text() == "user data\n"
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -130,21 +133,11 @@ def test_factory_spec(tmp_path):
     [
         ("rows = open('data/train.csv').read()\nmodel = Net()\n" + LOOP, "FileNotFoundError"),
         ("model = Net()\nsys.exit(3)\n" + LOOP, "sys.exit(3)"),
-        ("model = Net()\nopen('log.txt', 'w').write('x')\n" + LOOP, "refused a write"),
-        ("model = Net()\ntorch.save(model.state_dict(), 'init.pt')\n" + LOOP, "refused torch.save"),
-        ("model = Net()\nos.remove('keep.txt')\n" + LOOP, "refused os.remove"),
-        ("model = Net()\nos.rename('keep.txt', 'moved.txt')\n" + LOOP, "refused os.rename"),
-        ("model = Net()\nos.system('touch made.txt')\n" + LOOP, "refused to start a process"),
         ("model = Net()\nwhile True:\n    time.sleep(0.1)\n", "within 2 s"),
     ],
     ids=[
         "needs-data",
         "exits",
-        "writes",
-        "torch-save",
-        "removes",
-        "renames",
-        "subprocess",
         "hangs",
     ],
 )
@@ -155,6 +148,30 @@ def test_unusable_script_is_one_nn006_and_falls_back(tmp_path, body, reason):
     assert notes[0]["path"] == "train.py" and notes[0]["severity"] == "info"
     assert rc == 0
     assert "dynamic.init-loss" in report["summary"]["timings"]
+
+
+@pytest.mark.parametrize(
+    ("body", "refusal", "needs"),
+    [
+        ("open('log.txt', 'w').write('x')", "refused a write", "overlay"),
+        ("os.makedirs('out/logs'); open('out/logs/run.log', 'w')", "refused os.mkdir", "overlay"),
+        ("torch.save(model.state_dict(), 'init.pt')", "refused torch.save", "overlay"),
+        ("os.remove('keep.txt')", "refused os.remove", "overlay"),
+        ("os.rename('keep.txt', 'moved.txt')", "refused os.rename", "overlay"),
+        ("os.system('touch made.txt')", "refused to start a process", "overlay + landlock"),
+    ],
+    ids=["writes", "makes-folders", "torch-save", "removes", "renames", "subprocess"],
+)
+def test_a_script_changing_files_changes_a_scratch_copy(tmp_path, body, refusal, needs):
+    """Contained by the kernel, the script runs on; else its change is refused (NN006)."""
+    rc, report = lint(tmp_path, HEADER + "model = Net()\n" + body + "\n" + LOOP)
+    protection = report["summary"]["protection"] or ""
+    if protection.startswith(needs):
+        assert of(report, "NN006") == [], report["findings"]
+        assert "dynamic.init-loss" in report["summary"]["timings"]
+    else:
+        notes = of(report, "NN006")
+        assert len(notes) == 1 and refusal in notes[0]["message"], report["findings"]
 
 
 def test_no_capture_does_not_run_the_script(tmp_path):

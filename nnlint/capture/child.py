@@ -6,6 +6,12 @@ its module before the script imports it, and classes of that name defined in
 losses from `torch.nn.functional` applied outside the model (or the model's
 own `.loss`), the tensor `backward()` ran on, and the optimizer at its first
 step, where the script is stopped.
+
+Before the script runs, the child is contained (`nnlint.setup.contain`): the
+project, the home folder and the script's folder are overlaid, so whatever the
+script writes, by any means, lands in the run's scratch folder and the user's
+files stay as they were. Where the kernel offers less, the audit hooks of
+`nnlint.setup.sandbox` refuse the writes instead.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import one_line
 from nnlint.dynamic.phase import dynamic_phase
+from nnlint.setup.contain import Protection, contain
 from nnlint.setup.inputs import Batch
 from nnlint.setup.load import TargetSpec
 from nnlint.setup.resolve import resolve
@@ -59,17 +66,26 @@ class State:
 
 
 def run_child(
-    fd: int, script: Path, settings: Any, rules: list, model_site: Site | None, send: Any
+    fd: int,
+    script: Path,
+    settings: Any,
+    rules: list,
+    model_site: Site | None,
+    send: Any,
+    scratch: str,
 ) -> None:
+    sandbox = os.path.join(scratch, "tmp")
+    os.mkdir(sandbox)
+    # first, while this process has one thread: user namespaces need that
+    protection = contain(project_dirs(script, settings), scratch)
+    send(fd, ("contained", protection.description, str(protection)))
     torch.set_num_threads(1)  # a forked child's first parallel op hangs otherwise
-    os.setpgrp()
     saved_err = os.dup(2)
-    sandbox = tempfile.mkdtemp(prefix="nnlint-run-")
-    log = os.open(os.path.join(sandbox, "output.log"), os.O_WRONLY | os.O_CREAT)
+    log = os.open(os.path.join(scratch, "output.log"), os.O_WRONLY | os.O_CREAT)
     os.dup2(log, 1)
     os.dup2(log, 2)
     state = State()
-    reason, line = _run_script(script, settings, state, sandbox)
+    reason, line = _run_script(script, settings, state, sandbox, protection)
     if reason is not None:
         send(fd, ("failed", reason, line))
         return
@@ -89,7 +105,14 @@ def run_child(
     send(fd, ("done", found, timings))
 
 
-def _run_script(script: Path, settings: Any, state: State, sandbox: str) -> tuple[str | None, int]:
+def project_dirs(script: Path, settings: Any) -> list[str]:
+    """The folders a script may write to as it would outside nnlint, onto a copy."""
+    return [str(settings.root), str(Path.home()), str(script.parent), os.getcwd()]
+
+
+def _run_script(
+    script: Path, settings: Any, state: State, sandbox: str, protection: Protection
+) -> tuple[str | None, int]:
     os.chdir(script.parent)
     sys.path.insert(0, str(script.parent))
     sys.argv = [str(script)]
@@ -98,8 +121,10 @@ def _run_script(script: Path, settings: Any, state: State, sandbox: str) -> tupl
     _patch_model(settings.model, state)
     _patch_losses(state)
     _patch_backward(state)
-    state.guard = guarded(sandbox)  # kept referenced: for the rest of the child's life
-    state.guard.__enter__()
+    if not (protection.copy_on_write and "landlock" in protection.layers):
+        # the kernel holds only part of the line: refuse in Python what it does not
+        state.guard = guarded(sandbox, *protection.overlaid)  # referenced for the child's life
+        state.guard.__enter__()
     hook = register_optimizer_step_pre_hook(_stop_at_step(state))
 
     def expire(_signum: int, _frame: Any) -> None:

@@ -7,18 +7,22 @@ script's directory, intercepts the `--model` target, the losses, `backward`
 and the optimizer step, and runs the script. At the first `optimizer.step()`
 it stops the script and runs the dynamic checks on the objects it caught:
 custom losses and classes defined in `__main__` cannot be pickled back, the
-findings can. While the script runs, an audit hook refuses writes, renames and
-deletions outside a temporary directory, and `torch.save` to a path.
-Anything that stops the run becomes one NN006 finding and the caller falls back.
+findings can. The child is contained before the script runs (see
+`nnlint.capture.child`): its writes land in a scratch folder, removed here
+after the run. Anything that stops the run becomes one NN006 finding and the
+caller falls back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
+import shutil
 import signal
 import struct
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,7 @@ from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import CheckSkipped, ScriptNotRun
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
-from nnlint.setup import sandbox
+from nnlint.setup import sandbox as guard
 from nnlint.setup.sites import Site
 
 CHECKS_LIMIT = 300.0  # seconds the child may spend on the checks after the capture
@@ -43,12 +47,22 @@ class ScriptRun:
     findings: list[Finding] | None = None
     batch: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    protection: str | None = None  # the layers that contained the script, in one line
+    protection_detail: str | None = None  # and what the kernel did not offer
 
 
 def learn_from_script(
-    settings: Any, rules: list, model_site: Site | None, timings: dict[str, float]
+    settings: Any,
+    rules: list,
+    model_site: Site | None,
+    timings: dict[str, float],
+    sandbox: str | None = None,
 ) -> ScriptRun | None:
-    """Run the training script in a forked child; None when there is nothing to run."""
+    """Run the training script in a forked child; None when there is nothing to run.
+
+    The child's scratch folder is made in `sandbox` (the temporary directory
+    the caller's guard allows), or in the temporary directory.
+    """
     script = getattr(settings, "script", None)
     wanted = any(r.kind is Phase.DYNAMIC for r in rules)
     if not (script and settings.capture and settings.dynamic and wanted and settings.model):
@@ -56,26 +70,42 @@ def learn_from_script(
     script_path = Path(script).resolve()
     display = display_path(script_path, Path(settings.root))
     start = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="nnlint-run-", dir=sandbox)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         os.close(read_fd)
         code = 0
         try:
-            sandbox.forget()
-            run_child(write_fd, script_path, settings, rules, model_site, _send)
+            guard.forget()
+            run_child(write_fd, script_path, settings, rules, model_site, _send, scratch)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
     os.close(write_fd)
     try:
+        contained = _receive(read_fd, 30.0)
         run = _parent(read_fd, pid, settings, display)
     finally:
         os.close(read_fd)
         _reap(pid)
+        _remove(scratch)
+    if contained is not None and contained[0] == "contained":
+        run.protection, run.protection_detail = contained[1], contained[2]
     timings["capture"] = time.perf_counter() - start
     return run
+
+
+def _remove(scratch: str) -> None:
+    """Remove the run's scratch folder, also where the script took its own permissions away."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    if os.path.exists(scratch):
+        for folder, dirs, _files in os.walk(scratch):
+            for name in dirs:  # before os.walk lists them
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(folder, name), 0o700)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
@@ -119,7 +149,9 @@ def _receive(fd: int, limit: float) -> Any:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
             return None
-        chunk = os.read(fd, 1 << 20)
+        # read no further than this message: the next may already be in the pipe
+        wanted = 8 - len(buffer) if size is None else 8 + size - len(buffer)
+        chunk = os.read(fd, min(wanted, 1 << 20))
         if not chunk:
             return None
         buffer += chunk

@@ -86,13 +86,14 @@ def _wrap_save(original: Any) -> Any:
 
 
 @contextlib.contextmanager
-def guarded(sandbox: str) -> Iterator[None]:
-    """Refuse changes outside `sandbox` (and stop bytecode writes) while the block runs."""
+def guarded(sandbox: str, *also: str) -> Iterator[None]:
+    """Refuse changes outside `sandbox` and `also` (and stop bytecode writes) while the block runs."""
     global _installed
     if not _installed:
         sys.addaudithook(_audit)
         _installed = True
-    _allowed.append(os.path.realpath(sandbox) + os.sep)
+    allowed = tuple(os.path.realpath(p) + os.sep for p in (sandbox, *also))
+    _allowed.extend(allowed)
     bytecode = sys.dont_write_bytecode
     sys.dont_write_bytecode = True
     torch = sys.modules.get("torch")
@@ -106,7 +107,7 @@ def guarded(sandbox: str) -> Iterator[None]:
         if saved is not None:
             torch.save = torch.serialization.save = saved
         sys.dont_write_bytecode = bytecode
-        _allowed.pop()
+        del _allowed[len(_allowed) - len(allowed) :]
 
 
 def forget() -> None:
