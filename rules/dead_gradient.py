@@ -94,7 +94,7 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
             none = all(n in cut for n in names)
             hint = "check for .detach(), zeroed branches or outputs that never reach the loss"
             if read_but_cut:
-                hint = "the forward reads it, so the graph is cut on the way: check for .detach(), .data or an integer cast"
+                hint = "the forward reads it, but nothing it computes reaches the loss: check for .detach(), .data, an integer cast or an output the loss never uses"
             yield ctx.report(
                 self,
                 module,
