@@ -437,6 +437,8 @@ _TV_KWARGS = {
 }
 # torchvision's reference recipes: lr 0.01 for AlexNet and VGG, 0.1 (batch 256) elsewhere.
 _TV_LR = {"alexnet": 0.01, "vgg11": 0.01, "vgg11_bn": 0.01}
+# ... and AdamW for the transformer-era models (ConvNeXt, Swin, ViT, MaxViT).
+_TV_ADAMW = {"convnext_tiny", "swin_t", "swin_v2_t", "vit_b_16", "maxvit_t"}
 _TV_SIZE = {"inception_v3": 96, "alexnet": 96, "maxvit_t": 64}
 
 
@@ -447,12 +449,8 @@ def torchvision_entries() -> list[Entry]:
         model = torchvision.models.get_model(
             name, weights=None, num_classes=CLASSES, **_TV_KWARGS.get(name, {})
         )
-        return Case(
-            model,
-            image_batch(_TV_SIZE.get(name, IMAGE)),
-            nn.CrossEntropyLoss(),
-            sgd(_TV_LR.get(name, 0.1)),
-        )
+        optimizer = adamw(1e-3) if name in _TV_ADAMW else sgd(_TV_LR.get(name, 0.1))
+        return Case(model, image_batch(_TV_SIZE.get(name, IMAGE)), nn.CrossEntropyLoss(), optimizer)
 
     return [Entry(f"torchvision:{n}", "torchvision", lambda n=n: build(n)) for n in TORCHVISION]
 
@@ -605,7 +603,8 @@ def _hf_text(model_type, head):
     config = _config(model_type, _TINY)
     g = _gen()
     ids = torch.randint(3, VOCAB, (BATCH // 2, SEQ), generator=g)
-    ids[:, -1] = config.eos_token_id if isinstance(config.eos_token_id, int) else 1
+    eos = getattr(config, "eos_token_id", None)
+    ids[:, -1] = eos if isinstance(eos, int) else 1
     mask = torch.ones_like(ids)
     if head == "causal":
         model = tf.AutoModelForCausalLM.from_config(config)
@@ -1034,6 +1033,9 @@ def main(argv=None) -> int:
         metavar="JSON",
         help="plant into models that ran in under 15 s in this earlier --json output",
     )
+    parser.add_argument(
+        "--plant", action="append", default=[], choices=list(PLANTS), help="only these categories"
+    )
     parser.add_argument("--list", action="store_true", help="print the zoo and exit")
     args = parser.parse_args(argv)
 
@@ -1072,6 +1074,8 @@ def main(argv=None) -> int:
             ok = [e for e in ok if e.name in fast]
         chosen = _spread(ok, args.planted)
         for plant, (_, codes, _) in PLANTS.items():
+            if args.plant and plant not in args.plant:
+                continue
             for entry in chosen:
                 r = run_isolated(entry, plant, sorted(codes), args.limit)
                 r["plant"] = plant
