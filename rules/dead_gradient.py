@@ -12,9 +12,14 @@ class DeadGradient(DynamicRule):
     ## What it does
     Runs one backward of the real loss on the batch and names the trainable
     parameters whose gradient is None or exactly zero, grouped by module.
+    A zero-initialised layer (a residual branch's last BatchNorm gamma, a zero
+    output layer, adaLN-Zero, LoRA's B) blocks the gradient of what lies
+    before it only until its first update, so a suspect is reported only if
+    its gradient stays None or zero over a few real optimizer steps of a copy.
     Frozen parameters (`requires_grad=False`) are expected to get none. When
-    the graph rule `unused-parameters` is on, parameters that get no gradient
-    at all are left to it.
+    the graph rule `unused-parameters` is on, parameters the forward never
+    reads are left to it; those it reads but that get no gradient (`.detach()`,
+    `.data`, an integer cast) are reported here.
 
     ## Why is this bad?
     Those weights never train: a branch multiplied by zero, a `.detach()` or
@@ -70,29 +75,46 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
         base = ctx.passes()
         if base.loss is None or not base.grads:
             raise Skip("no loss to backpropagate")
-        graph_reports_unused = "unused-parameters" in ctx.selected
-        dead: dict[str, list[tuple[str, str]]] = {}
-        for name, grad in base.grads.items():
-            if grad is None:
-                if not graph_reports_unused:
-                    dead.setdefault(module_of(name), []).append(
-                        (name.rpartition(".")[2], "no gradient")
-                    )
-            elif not grad.any():
-                dead.setdefault(module_of(name), []).append(
-                    (name.rpartition(".")[2], "an exactly zero gradient")
-                )
-        for module, items in dead.items():
-            params = ", ".join(f"`{p}`" for p, _ in items)
-            what = items[0][1]
-            verb = "gets" if len(items) == 1 else "get"
+        suspects = [n for n, g in base.grads.items() if g is None or not g.any()]
+        if not suspects:
+            return
+        # A zero-initialised layer blocks the gradient of what lies before it only
+        # until its first update: dead is what stays without a gradient in training.
+        trained = ctx.trained()
+        dead = [n for n in suspects if n not in trained.flowing]
+        cut = {n for n in dead if base.grads[n] is None and trained.grads.get(n) is None}
+        unread = _never_read(ctx) & cut if cut else set()
+        if "unused-parameters" in ctx.selected:
+            dead = [n for n in dead if n not in unread]  # unused-parameters reports those
+        found: dict[str, list[str]] = {}
+        for name in dead:
+            found.setdefault(module_of(name), []).append(name)
+        for module, names in found.items():
+            read_but_cut = all(n in cut and n not in unread for n in names)
+            none = all(n in cut for n in names)
             hint = "check for .detach(), zeroed branches or outputs that never reach the loss"
+            if read_but_cut:
+                hint = "the forward reads it, but nothing it computes reaches the loss: check for .detach(), .data, an integer cast or an output the loss never uses"
             yield ctx.report(
                 self,
                 module,
-                params=params,
+                params=", ".join(f"`{n.rpartition('.')[2]}`" for n in names),
                 module=module or type(ctx.model).__name__,
-                verb=verb,
-                what=what,
+                verb="gets" if len(names) == 1 else "get",
+                what="no gradient" if none else "an exactly zero gradient",
                 hint=hint,
             )
+
+
+def _never_read(ctx) -> set[str]:
+    """The parameters the graph phase's recorded forward never reads (what
+    unused-parameters reports); empty when that capture fails, as the rule then
+    reports nothing."""
+    from nnlint.graph.record import CaptureError, capture
+    from nnlint.setup.inputs import Batch
+
+    try:
+        graph = capture(ctx.fresh(train=True), Batch(ctx.args, ctx.kwargs))
+    except CaptureError:
+        return set()
+    return {n for n, p in ctx.model.named_parameters() if p.requires_grad} - graph.params_read

@@ -15,7 +15,9 @@ class InputIgnored(DynamicRule):
     random output weights to find the input features that get no gradient in
     any sample, then confirms by changing exactly those features: if the
     output stays the same and they are more than `max_ignored_fraction` of
-    the input, the model ignores them.
+    the input, the model ignores them. A zero-initialised output layer ignores
+    the input only at init, so either verdict is confirmed on a copy trained
+    for a few real optimizer steps (in train mode, dropout off).
 
     ## Why is this bad?
     A model that never looks at (part of) its input can only learn the label
@@ -86,7 +88,10 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
             x = probes.get_input(ctx.args, ctx.kwargs, key)
             if not x.dim() or x.shape[0] != ctx.batch_size or (key == "attention_mask"):
                 continue
-            if self._unchanged(ctx, model, key, probes.perturb_sample(x, gen), base):
+            perturbed = probes.perturb_sample(x, gen)
+            if self._unchanged(ctx, model, key, perturbed, base) and self._still(
+                ctx, key, perturbed
+            ):
                 yield ctx.report(
                     self, None, what=f"input {label} entirely", hint="check that forward uses it"
                 )
@@ -98,7 +103,9 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
             if fraction > self.settings["max_ignored_fraction"]:
                 changed = x.clone()
                 changed[0][unused] = probes.random_like(x[0], gen)[unused]
-                if self._unchanged(ctx, model, key, changed, base):
+                if self._unchanged(ctx, model, key, changed, base) and self._still(
+                    ctx, key, changed
+                ):
                     yield ctx.report(
                         self,
                         None,
@@ -118,6 +125,24 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
                 )
             )
         return not probes.differs(out[0], base[0])
+
+    def _still(self, ctx, key, changed) -> bool:
+        """Whether the input is still ignored after a few optimizer steps: a zero-initialised
+        output layer (adaLN-Zero, `zero_module`, a zero head) ignores it only at init.
+        In train mode (dropout off), as eval-mode BatchNorm statistics are still those of init."""
+        import torch
+
+        from nnlint.dynamic import probes
+
+        if ctx.loss is None:
+            return True
+        trained = ctx.trained()
+        if trained.diverged or not trained.steps:
+            return True
+        model = ctx.set_mode(trained.model, train=True, dropout=False)
+        with torch.no_grad():
+            base = probes.main_output(ctx.run(model, same_rng=True))
+        return self._unchanged(ctx, model, key, changed, base)
 
     def _zero_gradient(self, ctx, model, key, x, gen):
         import torch

@@ -113,6 +113,11 @@ model = nn.Sequential(
                 continue
             if _bottleneck(first.attrs, node.attrs):
                 continue
+            if any(
+                user.kind not in ("linear", "conv")
+                for user in ctx.graph.consumers(first, through=_THROUGH)
+            ):
+                continue  # the first output is also used as it is (a residual): no collapse
             key = (first.module_name, node.module_name)
             if key in seen:
                 continue

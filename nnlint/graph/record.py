@@ -126,6 +126,10 @@ class _Recorder:
         # Called for every torch function the forward runs: kept lean on purpose.
         name = getattr(func, "__name__", "")
         if name in _METADATA:
+            if name == "__get__" and args and isinstance(out, self.tensor):
+                param = self.params.get(id(args[0]))
+                if param is not None:
+                    self.read.add(param)  # through a property: `w.T`, `w.mT`, `w.data`
             return
         tensor = self.tensor
         if isinstance(out, tensor):

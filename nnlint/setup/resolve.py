@@ -45,15 +45,24 @@ def declared_task(
         isinstance(x, torch.Tensor)
         and isinstance(target, torch.Tensor)
         and not x.is_floating_point()
+        and x.dim() == 2
+        and x.shape[1] > 1
     ):
-        if (
-            x.dim() == 2
-            and target.shape == x.shape
-            and x.shape[1] > 1
-            and torch.equal(target[:, :-1], x[:, 1:])
-        ):
-            return "causal-lm"
+        return "causal-lm" if _next_tokens(x, target) else None
     return None
+
+
+def _next_tokens(x: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether `target` is `x` shifted by one token: (N, T) with the last position
+    free, or sliced to (N, T-1); either one flattened as loss calls do."""
+    n, t = x.shape
+    for shape in ((n, t), (n, t - 1)):
+        if target.numel() != n * shape[1]:
+            continue
+        shifted = target.reshape(shape)[:, : t - 1]
+        if torch.equal(shifted, x[:, 1:]):
+            return True
+    return False
 
 
 def _output(model: Any, args: tuple, kwargs: dict) -> Any:
