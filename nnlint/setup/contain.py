@@ -104,6 +104,22 @@ def _check(result: int, what: str) -> int:
     return result
 
 
+def _apply_landlock(allowed: list, threads: int, layers: list, missing: list) -> int:
+    """Landlock over writes outside `allowed`; the ABI found (0 when there is none)."""
+    abi = _landlock_abi()
+    if abi <= 0:
+        missing.append("no landlock: the kernel does not offer it")
+        return abi
+    try:
+        _restrict(abi, allowed)
+        layers.append("landlock")
+    except OSError as exc:
+        missing.append(f"no landlock: {exc.strerror or exc}")
+    if "landlock" in layers and threads > 1:
+        missing.append(f"landlock covers this thread only: {threads - 1} more were running")
+    return abi
+
+
 def contain(
     project_dirs: Iterable[str | os.PathLike],
     scratch: str | os.PathLike,
@@ -153,20 +169,8 @@ def contain(
         except OSError as exc:
             missing.append(f"no pid namespace: {exc.strerror or exc}")
         _drop_capabilities()
-    abi = _landlock_abi()
-    if abi <= 0:
-        missing.append("no landlock: the kernel does not offer it")
-    else:
-        allowed = [scratch, *overlaid, *map(os.fspath, writable), *_devices(), "/proc/self"]
-        if not overlaid:
-            allowed += _caches()
-        try:
-            _restrict(abi, allowed)
-            layers.append("landlock")
-        except OSError as exc:
-            missing.append(f"no landlock: {exc.strerror or exc}")
-        if "landlock" in layers and threads > 1:
-            missing.append(f"landlock covers this thread only: {threads - 1} more were running")
+    allowed = [scratch, *overlaid, *map(os.fspath, writable), *_devices(), "/proc/self"]
+    abi = _apply_landlock(allowed if overlaid else allowed + _caches(), threads, layers, missing)
     if memory_limit is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
         layers.append("memory-limit")
