@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -70,7 +71,10 @@ def run_key(root: Path, rules: Sequence[tuple[str, tuple]], debug: bool) -> str:
 
 
 def content_hash(path: Path) -> str | None:
+    """The file's sha256; None for what is not a regular file (a FIFO would block)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
