@@ -26,7 +26,7 @@ LAYERS = (
     ("nnlint.engine",),
     ("nnlint.api", "nnlint.docs", "nnlint.report", "nnlint.rule"),
     ("nnlint.testing", "nnlint.cli"),
-    ("nnlint.__main__",),
+    ("nnlint.pytest_plugin", "nnlint.__main__"),
 )
 LAYER = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}
 
