@@ -24,7 +24,7 @@ LAYERS = (
     ("nnlint.capture",),
     ("nnlint.pipeline",),
     ("nnlint.engine",),
-    ("nnlint.ci_formats",),
+    ("nnlint.ci_formats", "nnlint.htmlreport"),
     ("nnlint.api", "nnlint.docs", "nnlint.report", "nnlint.rule"),
     ("nnlint.testing", "nnlint.cli"),
     ("nnlint.pytest_plugin", "nnlint.__main__"),
