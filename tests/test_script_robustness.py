@@ -64,6 +64,26 @@ def test_valid_python_that_libcst_rejects_is_an_info_finding(tmp_path):
     assert "joined.py:1:1: NN009 script rules skipped: libcst cannot parse it" in run.stdout
 
 
+LIBCST_REJECTS = {
+    # CPython's tokenizer measures the dedent in columns, libcst's by the indent string.
+    "tab-after-spaces": b"import torch\nif x:\n if y:\n\t z = 1\nw = 2\n",
+    "joined-strings": b"import torch\nx = (\n" + b'    "a"\n' * 6_000 + b")\n",
+    "final-backslash-crlf": b"import torch\r\nx = 1\r\n\\\r\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(LIBCST_REJECTS))
+def test_each_shape_libcst_rejects_is_nn009_not_a_syntax_error(tmp_path, shape):
+    from nnlint.script.phase import lint_file
+
+    path = tmp_path / f"{shape}.py"
+    path.write_bytes(LIBCST_REJECTS[shape])
+    compile(path.read_bytes(), path.name, "exec")  # valid Python
+    findings = lint_file(path, path.name, [], tmp_path)
+    assert [(f.code, f.severity.name) for f in findings] == [("NN009", "INFO")], findings
+    assert "libcst cannot parse it, though Python can" in findings[0].message
+
+
 def test_a_real_syntax_error_is_still_nn002(tmp_path):
     (tmp_path / "bad.py").write_text("def f(:\n    pass\n")
     run = nnlint("--format", "concise", "bad.py", cwd=tmp_path)
