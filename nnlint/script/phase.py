@@ -39,7 +39,9 @@ def nesting(tree: ast.AST) -> int:
 _TOO_DEEP = "too deeply nested for Python's parser"
 
 
-def parse(display: str, source: str) -> tuple[cst.Module | None, Finding | None]:
+def parse(
+    display: str, source: str, analyse: bool = True
+) -> tuple[cst.Module | None, Finding | None]:
     """The libcst module, or the finding that says why there is none.
 
     CPython parses first (it is fast and bounded). A file it cannot build a
@@ -47,6 +49,7 @@ def parse(display: str, source: str) -> tuple[cst.Module | None, Finding | None]
     Python, which libcst reads, so its SyntaxError stands only if libcst
     rejects the file too. A file nested too deeply for libcst, or that libcst
     rejects although CPython accepts it, is left out with an info finding.
+    Without `analyse` (no rule reads the file) only CPython's verdict is given.
     """
     rejected: Finding | None = None
     try:
@@ -60,6 +63,8 @@ def parse(display: str, source: str) -> tuple[cst.Module | None, Finding | None]
         if depth > MAX_DEPTH:
             reason = f"it nests {depth} levels deep, more than the {MAX_DEPTH} nnlint analyses"
             return None, NotAnalysed.make(display, 1, 1, reason=reason)
+    if not analyse:
+        return None, rejected
     try:
         return cst.parse_module(source), None
     except (cst.ParserSyntaxError, RecursionError) as exc:
@@ -85,17 +90,17 @@ def lint_file(
         return [UnreadableFile.make(display, 1, 1, error=exc.strerror or str(exc))]
     except ValueError as exc:
         return [UnreadableFile.make(display, 1, 1, error=str(exc))]
-    module, problem = parse(display, source)
-    if module is None:
-        return [problem]
     active = [
         r
         for r in rules
         if (not r.needs or any(n in source for n in r.needs))
         and all(n in source for n in getattr(r, "needs_all", ()))
     ]
-    if not active:
-        return []
+    # libcst's tree costs about 600 bytes of memory per byte of source: build it
+    # only for a file some rule reads.
+    module, problem = parse(display, source, analyse=bool(active))
+    if module is None:
+        return [problem] if problem is not None else []
     ctx = ScriptContext(path, display, source, module, project_root)
     findings: list[Finding] = []
     for rule in active:
