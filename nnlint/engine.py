@@ -159,7 +159,9 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     findings = [
         f for f in findings if f.code in enabled and not _per_file_ignored(f, settings, registry)
     ]
-    findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
+    findings = sorted(
+        set(findings), key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code, f.message)
+    )
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
     return Result(findings, checked, codes, timings, settings.root, protection, detail)

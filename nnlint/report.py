@@ -14,6 +14,8 @@ from pathlib import Path
 from nnlint import __version__
 from nnlint.core.files import read_source
 from nnlint.core.finding import Finding, Severity
+from nnlint.core.nbpositions import FilePositions
+from nnlint.core.notebook import is_notebook, read_notebook
 from nnlint.core.registry import Registry
 from nnlint.engine import Result
 
@@ -24,7 +26,7 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 
 
 def concise_line(f: Finding) -> str:
-    return f"{f.path}:{f.line}:{f.column}: {f.code} {f.message}"
+    return f"{f.location()}: {f.code} {f.message}"
 
 
 def summary_line(findings: Sequence[Finding]) -> str:
@@ -45,14 +47,23 @@ def format_concise(result: Result, quiet: bool = False) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _source_line(root: Path, path: str, line: int, cache: dict) -> str | None:
-    if path not in cache:
-        try:
-            cache[path] = read_source(root / path).splitlines()
-        except (OSError, ValueError):
-            cache[path] = []
-    lines = cache[path]
-    return lines[line - 1] if 0 < line <= len(lines) else None
+def _lines(root: Path, path: str) -> list[str] | dict[int, list[str]]:
+    """A script's lines, or a notebook's code cells' lines by cell."""
+    try:
+        if is_notebook(path):
+            return read_notebook(root / path).cells
+        return read_source(root / path).splitlines()
+    except (OSError, ValueError):
+        return []
+
+
+def _source_line(root: Path, f: Finding, cache: dict) -> str | None:
+    if f.path not in cache:
+        cache[f.path] = _lines(root, f.path)
+    lines = cache[f.path]
+    if isinstance(lines, dict):
+        lines = lines.get(f.cell, [])
+    return lines[f.line - 1] if 0 < f.line <= len(lines) else None
 
 
 def format_text(result: Result, quiet: bool = False, color: bool = True, width: int = 100) -> str:
@@ -72,13 +83,13 @@ def format_text(result: Result, quiet: bool = False, color: bool = True, width: 
     cache: dict = {}
     for f in result.findings:
         head = Text()
-        head.append(f"{f.path}:{f.line}:{f.column}", style="bold")
+        head.append(f.location(), style="bold")
         head.append(": ")
         head.append(f.code, style=_STYLE[f.severity])
         head.append(f" {f.message}")
         head.append(f" [{f.name}]", style="dim")
         console.print(head)
-        source = _source_line(result.root, f.path, f.line, cache)
+        source = _source_line(result.root, f, cache)
         if source is not None:
             gutter = f"{f.line:>5} | "
             console.print(Text.assemble((gutter, "blue"), source.expandtabs(4)))
@@ -112,6 +123,7 @@ def format_json(result: Result) -> str:
                     "severity",
                     "message",
                     "path",
+                    "cell",
                     "line",
                     "column",
                     "end_line",
@@ -153,22 +165,30 @@ def _sarif_rule(rule: type) -> dict:
     }
 
 
+def _in_cell(f: Finding) -> str:
+    """The cell coordinates that open a notebook finding's message in SARIF and GitHub
+    output, whose location is the line of the notebook's JSON that holds the code."""
+    return f"cell {f.cell}:{f.line}:{f.column}: " if f.cell is not None else ""
+
+
 def format_sarif(result: Result, registry: Registry) -> str:
     used = sorted({f.code for f in result.findings} | set(result.rules))
     index = {code: i for i, code in enumerate(used)}
     descriptors = [_sarif_rule(registry.by_code[code]) for code in used]
     results = []
+    positions = FilePositions(result.root)
     for f in result.findings:
-        region = {"startLine": f.line, "startColumn": f.column}
-        if f.end_line:
-            region["endLine"] = f.end_line
-        if f.end_column:
-            region["endColumn"] = f.end_column
+        line, column, end_line, end_column = positions.region(f)
+        region = {"startLine": line, "startColumn": column}
+        if end_line:
+            region["endLine"] = end_line
+        if end_column:
+            region["endColumn"] = end_column
         item = {
             "ruleId": f.code,
             "ruleIndex": index[f.code],
             "level": _SARIF_LEVEL[f.severity],
-            "message": {"text": f.message + (f" ({f.note})" if f.note else "")},
+            "message": {"text": _in_cell(f) + f.message + (f" ({f.note})" if f.note else "")},
             "locations": [
                 {
                     "physicalLocation": {
@@ -178,6 +198,8 @@ def format_sarif(result: Result, registry: Registry) -> str:
                 }
             ],
         }
+        if f.cell is not None:
+            item["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.column}
         results.append(item)
     document = {
         "$schema": SARIF_SCHEMA,
@@ -209,14 +231,16 @@ def _gh_escape(text: str, prop: bool = False) -> str:
 def format_github(result: Result) -> str:
     level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
     lines = []
+    positions = FilePositions(result.root)
     for f in result.findings:
-        props = [f"file={_gh_escape(f.path, True)}", f"line={f.line}", f"col={f.column}"]
-        if f.end_line:
-            props.append(f"endLine={f.end_line}")
-        if f.end_column and f.end_line == f.line:
-            props.append(f"endColumn={f.end_column}")
+        line, column, end_line, end_column = positions.region(f)
+        props = [f"file={_gh_escape(f.path, True)}", f"line={line}", f"col={column}"]
+        if end_line:
+            props.append(f"endLine={end_line}")
+        if end_column and end_line == line:
+            props.append(f"endColumn={end_column}")
         props.append(f"title={_gh_escape(f'{f.code} ({f.name})', True)}")
-        message = f.message + (f"\n{f.note}" if f.note else "")
+        message = _in_cell(f) + f.message + (f"\n{f.note}" if f.note else "")
         lines.append(f"::{level[f.severity]} {','.join(props)}::{_gh_escape(message)}")
     return "\n".join(lines) + "\n" if lines else ""
 

@@ -1,0 +1,34 @@
+"""Script findings of a notebook, moved from its joined source to its cells."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+from nnlint.core.diagnostics import NotAnalysed, SyntaxErrorFinding
+from nnlint.core.finding import Finding
+from nnlint.core.notebook import Notebook
+
+
+def _in_cell(notebook: Notebook, finding: Finding) -> Finding:
+    cell, line = notebook.locate(finding.line)
+    end_line = finding.end_line
+    if end_line is not None:
+        end_cell, end_line = notebook.locate(end_line)
+        if end_cell != cell:  # statements never span cells; keep the start alone
+            return dataclasses.replace(
+                finding, cell=cell, line=line, end_line=None, end_column=None
+            )
+    return dataclasses.replace(finding, cell=cell, line=line, end_line=end_line)
+
+
+def to_cells(notebook: Notebook, display: str, findings: Iterable[Finding]) -> list[Finding]:
+    """The findings at (cell, line in cell), with a syntax error for each cell left out."""
+    if notebook.language != "python":
+        reason = f"it is a {notebook.language} notebook, and nnlint reads Python"
+        return [NotAnalysed.make(display, 1, 1, reason=reason)]
+    moved = [_in_cell(notebook, f) for f in findings]
+    for cell, line, column, message in notebook.broken:
+        error = SyntaxErrorFinding.make(display, line, column, error=message)
+        moved.append(dataclasses.replace(error, cell=cell))
+    return moved
