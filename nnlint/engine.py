@@ -21,6 +21,7 @@ from nnlint.core.finding import Finding, Phase
 from nnlint.core.registry import Registry, load_registry
 from nnlint.core.rule import Rule
 from nnlint.core.suppress import Suppressor
+from nnlint.script.notebook import model_findings_to_cells
 from nnlint.script.phase import lint_file
 
 # Below this many files a process pool costs more than it saves.
@@ -148,7 +149,8 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         from nnlint.pipeline import run_model_phases, user_output
 
         with user_output(settings.verbose):
-            findings.extend(run_model_phases(settings, rules, timings, about=about))
+            found = run_model_phases(settings, rules, timings, about=about)
+            findings.extend(model_findings_to_cells(found, settings.root))
 
     suppressor = Suppressor(settings.root)
     findings = suppressor.apply(findings)

@@ -16,10 +16,12 @@ import than a `--static-only` run of a few scripts takes.
 from __future__ import annotations
 
 import ast
+import linecache
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nnlint.core.files import read_source
 
@@ -172,3 +174,18 @@ def read_notebook(path: Path) -> Notebook:
         notebook.origin.extend((number, line) for line in range(1, len(lines) + 1))
     notebook.source = "".join(f"{line}\n" for line in joined)
     return notebook
+
+
+def compile_notebook(path: Path) -> Any:
+    """The code object of a notebook's joined cells, to run as a script runs.
+
+    Its lines are those of the joined source, which `linecache` is given under
+    the notebook's path (with no modification time, so it is never reread
+    from the JSON on disk): `inspect` and tracebacks then show the code, and
+    the sites they name are moved to cells with the findings.
+    """
+    notebook = read_notebook(path)
+    filename = str(path.resolve())
+    lines = notebook.source.splitlines(keepends=True)
+    linecache.cache[filename] = (len(notebook.source), None, lines, filename)
+    return compile(notebook.source, filename, "exec", dont_inherit=True)

@@ -1,13 +1,14 @@
-"""Script findings of a notebook, moved from its joined source to its cells."""
+"""Findings in a notebook, moved from its joined source to its cells."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from pathlib import Path
 
 from nnlint.core.diagnostics import NotAnalysed, SyntaxErrorFinding
 from nnlint.core.finding import Finding
-from nnlint.core.notebook import Notebook
+from nnlint.core.notebook import Notebook, is_notebook, read_notebook
 
 
 def _in_cell(notebook: Notebook, finding: Finding) -> Finding:
@@ -31,4 +32,23 @@ def to_cells(notebook: Notebook, display: str, findings: Iterable[Finding]) -> l
     for cell, line, column, message in notebook.broken:
         error = SyntaxErrorFinding.make(display, line, column, error=message)
         moved.append(dataclasses.replace(error, cell=cell))
+    return moved
+
+
+def model_findings_to_cells(findings: Iterable[Finding], root: Path) -> list[Finding]:
+    """Graph and dynamic findings that point into a notebook run as the training
+    script (or holding the `--model`), moved from its joined code to its cells."""
+    notebooks: dict[str, Notebook | None] = {}
+    moved = []
+    for finding in findings:
+        if finding.cell is not None or not is_notebook(finding.path):
+            moved.append(finding)
+            continue
+        if finding.path not in notebooks:
+            try:
+                notebooks[finding.path] = read_notebook(root / finding.path)
+            except (OSError, ValueError):
+                notebooks[finding.path] = None
+        notebook = notebooks[finding.path]
+        moved.append(finding if notebook is None else _in_cell(notebook, finding))
     return moved
