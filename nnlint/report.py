@@ -1,4 +1,6 @@
-"""Turn a `Result` into text, concise, JSON, SARIF or GitHub annotations.
+"""Turn a `Result` into text, full, concise, JSON, SARIF or GitHub annotations.
+
+The CI services' own formats (GitLab, JUnit, JSON lines) are in `nnlint.ci_formats`.
 
 Every formatter returns one string, so the CLI writes a whole document or nothing.
 """
@@ -12,14 +14,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
-from nnlint.core.files import read_source
+from nnlint.ci_formats import (
+    finding_record,
+    format_gitlab,
+    format_json_lines,
+    format_junit,
+    repository_path,
+    repository_root,
+)
 from nnlint.core.finding import Finding, Severity
+from nnlint.core.fingerprint import fingerprints
 from nnlint.core.nbpositions import FilePositions
-from nnlint.core.notebook import is_notebook, read_notebook
+from nnlint.core.notebook import source_lines
 from nnlint.core.registry import Registry
 from nnlint.engine import Result
 
-FORMATS = ("text", "concise", "json", "sarif", "github")
+FORMATS = ("text", "full", "concise", "json", "json-lines", "sarif", "github", "gitlab", "junit")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
@@ -47,19 +57,9 @@ def format_concise(result: Result, quiet: bool = False) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _lines(root: Path, path: str) -> list[str] | dict[int, list[str]]:
-    """A script's lines, or a notebook's code cells' lines by cell."""
-    try:
-        if is_notebook(path):
-            return read_notebook(root / path).cells
-        return read_source(root / path).splitlines()
-    except (OSError, ValueError):
-        return []
-
-
 def _source_line(root: Path, f: Finding, cache: dict) -> str | None:
     if f.path not in cache:
-        cache[f.path] = _lines(root, f.path)
+        cache[f.path] = source_lines(root / f.path)
     lines = cache[f.path]
     if isinstance(lines, dict):
         lines = lines.get(f.cell, [])
@@ -110,30 +110,11 @@ def format_text(result: Result, quiet: bool = False, color: bool = True, width: 
     return buffer.getvalue()
 
 
-def format_json(result: Result) -> str:
+def format_json(result: Result, registry: Registry) -> str:
     counts = Counter(f.severity for f in result.findings)
     document = {
         "version": __version__,
-        "findings": [
-            {
-                key: f.to_dict()[key]
-                for key in (
-                    "code",
-                    "name",
-                    "severity",
-                    "message",
-                    "path",
-                    "cell",
-                    "line",
-                    "column",
-                    "end_line",
-                    "end_column",
-                    "phase",
-                    "note",
-                )
-            }
-            for f in result.findings
-        ],
+        "findings": [finding_record(f, registry) for f in result.findings],
         "summary": {
             "total": len(result.findings),
             "by_severity": {str(s): counts[s] for s in Severity},
@@ -152,6 +133,7 @@ def _sarif_rule(rule: type) -> dict:
         "id": rule.code,
         "name": rule.name,
         "shortDescription": {"text": rule.summary()},
+        "helpUri": rule.url(),
         "fullDescription": {"text": rule.docs() or rule.summary()},
         "help": {
             "text": rule.docs() or rule.summary(),
@@ -175,9 +157,11 @@ def format_sarif(result: Result, registry: Registry) -> str:
     used = sorted({f.code for f in result.findings} | set(result.rules))
     index = {code: i for i, code in enumerate(used)}
     descriptors = [_sarif_rule(registry.by_code[code]) for code in used]
+    repository = repository_root(result.root)
     results = []
     positions = FilePositions(result.root)
-    for f in result.findings:
+    prints = fingerprints(result.findings, result.root)
+    for f, print_ in zip(result.findings, prints, strict=True):
         line, column, end_line, end_column = positions.region(f)
         region = {"startLine": line, "startColumn": column}
         if end_line:
@@ -192,11 +176,15 @@ def format_sarif(result: Result, registry: Registry) -> str:
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": Path(f.path).as_posix()},
+                        "artifactLocation": {
+                            "uri": repository_path(f.path, result.root, repository),
+                            "uriBaseId": "%SRCROOT%",
+                        },
                         "region": region,
                     }
                 }
             ],
+            "partialFingerprints": {"nnlint/v1": print_},
         }
         if f.cell is not None:
             item["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.column}
@@ -214,6 +202,7 @@ def format_sarif(result: Result, registry: Registry) -> str:
                         "rules": descriptors,
                     }
                 },
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": repository.as_uri() + "/"}},
                 "results": results,
             }
         ],
@@ -229,12 +218,15 @@ def _gh_escape(text: str, prop: bool = False) -> str:
 
 
 def format_github(result: Result) -> str:
+    """Workflow commands; GitHub places them by the path from the repository root."""
     level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+    repository = repository_root(result.root)
     lines = []
     positions = FilePositions(result.root)
     for f in result.findings:
         line, column, end_line, end_column = positions.region(f)
-        props = [f"file={_gh_escape(f.path, True)}", f"line={line}", f"col={column}"]
+        path = repository_path(f.path, result.root, repository)
+        props = [f"file={_gh_escape(path, True)}", f"line={line}", f"col={column}"]
         if end_line:
             props.append(f"endLine={end_line}")
         if end_column and end_line == line:
@@ -260,14 +252,19 @@ def render(
     color: bool = False,
     statistics: bool = False,
 ) -> str:
-    if statistics and output_format in ("text", "concise"):
+    if statistics and output_format in ("text", "full", "concise"):
         return format_statistics(result, registry)
     if output_format == "text":
         return format_text(result, quiet, color) if color else format_concise(result, quiet)
+    if output_format == "full":
+        return format_text(result, quiet, color)
     if output_format == "concise":
         return format_concise(result, quiet)
     if output_format == "json":
-        return format_json(result)
+        return format_json(result, registry)
     if output_format == "sarif":
         return format_sarif(result, registry)
-    return format_github(result)
+    if output_format == "github":
+        return format_github(result)
+    writers = {"json-lines": format_json_lines, "gitlab": format_gitlab, "junit": format_junit}
+    return writers[output_format](result, registry)

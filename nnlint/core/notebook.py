@@ -176,6 +176,16 @@ def read_notebook(path: Path) -> Notebook:
     return notebook
 
 
+def source_lines(path: Path) -> list[str] | dict[int, list[str]]:
+    """A file's lines to show, or a notebook's code cells' lines by cell; none if unreadable."""
+    try:
+        if is_notebook(path):
+            return read_notebook(path).cells
+        return read_source(path).splitlines()
+    except (OSError, ValueError):
+        return []
+
+
 def compile_notebook(path: Path) -> Any:
     """The code object of a notebook's joined cells, to run as a script runs.
 
