@@ -240,3 +240,26 @@ def test_nbformat_is_imported_only_when_a_notebook_is_linted(tmp_path, write):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_ci_formats_keep_the_cell_and_fingerprints_survive_a_cell_added_above(cli, tmp_path):
+    notebook = write_notebook(tmp_path / "train.ipynb", *CELLS)
+    sarif = lambda: json.loads(cli("--static-only", "--format", "sarif", ".").out)  # noqa: E731
+    (first,) = sarif()["runs"][0]["results"]
+    (issue,) = json.loads(cli("--static-only", "--format", "gitlab", ".").out)
+    assert (
+        "optimizer.step()"
+        in notebook.read_text().splitlines()[issue["location"]["lines"]["begin"] - 1]
+    )
+    assert issue["description"].endswith("(cell 4:4:5)")
+    (record,) = [
+        json.loads(line)
+        for line in cli("--static-only", "--format", "json-lines", ".").out.splitlines()
+    ]
+    assert (record["cell"], record["line"]) == (4, 4)
+    junit = cli("--static-only", "--format", "junit", ".").out
+    assert "train.ipynb:cell 4:4:5: NN201" in junit
+    write_notebook(notebook, "import os", *CELLS)
+    (second,) = sarif()["runs"][0]["results"]
+    assert second["properties"]["cell"] == 5
+    assert second["partialFingerprints"] == first["partialFingerprints"]

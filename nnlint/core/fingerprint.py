@@ -5,7 +5,9 @@ CI services match findings across runs by a fingerprint (SARIF's
 line number moves whenever lines are added above, so the fingerprint is built
 from the rule, the file and the flagged line with one neighbour on each side,
 with whitespace collapsed (re-indenting does not change it) and the message
-left out (numbers in it may change from run to run).
+left out (numbers in it may change from run to run). In a notebook the lines
+are the finding's cell's, and its number is left out: a cell added above
+moves the finding to another cell, not to other code.
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ def fingerprint(finding: Finding, lines: list[str], nth: int = 0) -> str:
     """A hex digest of the finding's code, path and surrounding source; `nth` tells twins apart."""
     index = finding.line - 1
     window = lines[max(index - CONTEXT, 0) : index + CONTEXT + 1] if index >= 0 else []
-    path = PurePath(finding.path).as_posix()
-    cell = [] if finding.cell is None else [f"cell {finding.cell}"]
-    parts = [finding.code, path, *cell, *map(normalised, window), str(nth)]
+    parts = [finding.code, PurePath(finding.path).as_posix(), *map(normalised, window), str(nth)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
