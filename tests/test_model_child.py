@@ -235,7 +235,10 @@ class Net(nn.Module):
     ("model", "needle"),
     [
         (RAISES_IN_INIT, "building it raised KeyError: 'huge' (at model.py:10)"),
-        ("import torch\n\nLAYERS = [1, 2]\nWIDTH = LAYERS[5]\n", "IndexError: list index out"),
+        (
+            "import torch\n\nLAYERS = [1, 2]\nWIDTH = LAYERS[5]\n",
+            "IndexError: list index out of range (at model.py:4)",
+        ),
     ],
     ids=["constructor", "import"],
 )
@@ -243,7 +246,7 @@ def test_an_exception_in_the_model_code_names_the_users_line(tmp_path, model, ne
     proc, report, changes, _ = lint(tmp_path, model, "--model", "model.py:Net")
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("nnlint: error: ")
-    assert needle in proc.stderr and "model.py:" in proc.stderr, proc.stderr
+    assert needle in proc.stderr, proc.stderr
     assert "internal error" not in proc.stderr
     assert changes == []
 
