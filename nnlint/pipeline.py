@@ -2,9 +2,11 @@
 
 `run_model_phases` loads the model (unless `nnlint.check` gave one), runs the
 training script up to its first optimizer step where there is one
-(`nnlint.capture`: the dynamic checks then run in the child, on the objects it
-intercepted), finds a batch, runs the graph phase, and runs the dynamic phase
-in this process when the capture did not.
+(`nnlint.capture`: the dynamic checks then run in the capture child, on the
+objects it intercepted), finds a batch, runs the graph phase, and runs the
+dynamic phase itself when the capture did not. From the command line all of
+it runs in the contained model child of `nnlint.capture.isolated`, each stage
+under the time bounds of `nnlint.setup.bounds`.
 """
 
 from __future__ import annotations
