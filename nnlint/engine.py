@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from nnlint.core.cache import ScriptCache, content_hash, run_key
 from nnlint.core.config import Settings, validate_rule_options
@@ -39,6 +40,7 @@ class Result:
     root: Path = field(default_factory=Path.cwd)
     protection: str | None = None  # what contained the training script ("overlay + landlock")
     protection_detail: str | None = None  # the same, with what the kernel did not offer
+    stats: dict[str, Any] | None = None  # inputs, layers, training curve for --report/--stats
 
 
 def instantiate(rules: Sequence[type[Rule]], options: dict[str, dict]) -> list[Rule]:
@@ -138,7 +140,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         (r.code, tuple(r.settings.items())) for r in rules if r.kind is Phase.SCRIPT
     )
     timings: dict[str, float] = {}
-    about: dict[str, str] = {}
+    about: dict[str, Any] = {}
 
     start = time.perf_counter()
     files = collect_files(settings.paths, settings.exclude, settings.root)
@@ -166,4 +168,6 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     )
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
-    return Result(findings, checked, codes, timings, settings.root, protection, detail)
+    result = Result(findings, checked, codes, timings, settings.root, protection, detail)
+    result.stats = about.get("stats")
+    return result

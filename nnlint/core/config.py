@@ -61,6 +61,8 @@ class Settings:
     verbose: bool = False
     debug: bool = False
     cache: bool = True
+    report: str | None = None  # --report: the HTML page to write
+    stats: bool = False  # --stats: the per-layer table in the terminal
     root: Path = field(default_factory=Path.cwd)
     config_path: Path | None = None
 
