@@ -22,6 +22,7 @@ from nnlint.setup.specs import (
     default_optimizer,
     loss_from_callable,
     loss_from_spec,
+    unwrap_optimizer,
 )
 
 TASKS = ("classification", "causal-lm", "regression")
@@ -174,6 +175,7 @@ def _optimizer(model: Any, optimizer: Any, settings: Any) -> OptimizerSpec | Non
     """The user's optimizer as a spec; None when nnlint has to pick one (Adam by default)."""
     if optimizer is None:
         return None
+    optimizer = unwrap_optimizer(optimizer)
     if isinstance(optimizer, OptimizerSpec):
         return optimizer
     if isinstance(optimizer, torch.optim.Optimizer):

@@ -51,7 +51,8 @@ class LossSpec:
 
     `name` is a torch.nn.functional loss, "model" for HF-style models that
     return `.loss` when given `labels`, or "custom" for any other callable
-    `fn(output, target)`. `input_shape` is the shape the script passed as the
+    `fn(output, target)`, handed the output as the model returned it (a
+    tensor, a tuple, a dict, an HF `ModelOutput`). `input_shape` is the shape the script passed as the
     loss input, so the output can be mapped onto it again (flattened LM logits).
     """
 
@@ -121,12 +122,27 @@ class OptimizerSpec:
     def from_optimizer(
         cls, optimizer: Any, model: Any, site: tuple[str, int] | None = None
     ) -> OptimizerSpec:
+        optimizer = unwrap_optimizer(optimizer)
         names = {id(p): n for n, p in model.named_parameters()}
         groups = []
         for group in optimizer.param_groups:
             options = {k: v for k, v in group.items() if k != "params" and not _is_tensor(v)}
             groups.append(([names[id(p)] for p in group["params"] if id(p) in names], options))
         return cls(type(optimizer), groups, site)
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer inside a framework's wrapper (Accelerate's, the one the HF
+    Trainer hands to callbacks, a scheduler-free shim): whatever holds a torch
+    Optimizer as `.optimizer`. Rebuilding the wrapper's own class would fail."""
+    import torch
+
+    for _ in range(4):  # wrappers of wrappers, but never a loop
+        inner = getattr(optimizer, "optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer) or inner is optimizer:
+            break
+        optimizer = inner
+    return optimizer
 
 
 @dataclass

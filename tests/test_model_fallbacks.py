@@ -1,0 +1,130 @@
+"""nnlint's own fallbacks never crash a rule, and the user's errors stay the user's
+(issue 13): the loss gets the output as the model returns it, framework-wrapped
+optimizers are unwrapped, an exception in the user's forward is reported at the
+user's line, guessed losses are said to be guesses, synthesized labels fit."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+import nnlint  # noqa: E402
+
+
+def crashes(findings):
+    return [f for f in findings if f.code == "NN001"]
+
+
+def features(n=16, dim=8, classes=3):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, dim, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 32)
+        self.fc2 = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class DictOut(Net):
+    """Returns a dict, as many detection and multi-task models do."""
+
+    def forward(self, x):
+        return {"scores": super().forward(x), "features": x}
+
+
+def tiny_gpt2():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(
+        vocab_size=40,
+        n_positions=16,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def test_a_custom_loss_reads_the_model_output_as_returned_by_an_hf_model():
+    model = tiny_gpt2()
+    ids = torch.randint(0, 40, (4, 12), generator=torch.Generator().manual_seed(0))
+
+    def loss_fn(out, y):
+        return F.cross_entropy(out.logits[:, :-1].reshape(-1, 40), y[:, 1:].reshape(-1))
+
+    found = nnlint.check(model, batch=(ids, ids), loss_fn=loss_fn, select=["NN0", "NN3"])
+    assert not crashes(found), found
+    assert not [f for f in found if f.code == "NN007" and "dynamic checks" in f.message], found
+
+
+def test_a_custom_loss_reads_a_dict_output():
+    torch.manual_seed(0)
+    found = nnlint.check(
+        DictOut(),
+        batch=features(),
+        loss_fn=lambda out, y: F.cross_entropy(out["scores"], y),
+        select=["NN0", "NN3"],
+    )
+    assert not crashes(found), found
+    assert not [f for f in found if f.code == "NN007" and "dynamic checks" in f.message], found
+
+
+class Wrapped(torch.optim.Optimizer):
+    """A framework's optimizer wrapper: it holds the real one as `.optimizer` and
+    cannot be rebuilt from parameter groups (its constructor wants an optimizer)."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    def step(self, closure=None):
+        return self.optimizer.step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+
+class Handle:
+    """What a training framework hands to callbacks: not an optimizer itself."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+
+@pytest.mark.parametrize("wrap", [Wrapped, Handle, lambda o: Handle(Wrapped(o))])
+def test_a_wrapped_optimizer_is_unwrapped(wrap):
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = wrap(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    found = nnlint.check(
+        model, batch=features(), loss_fn=F.cross_entropy, optimizer=optimizer, select=["NN0", "NN3"]
+    )
+    assert not [f for f in found if f.code in ("NN001", "NN005", "NN007")], found
+
+
+def test_the_optimizer_spec_of_a_wrapper_is_the_inner_optimizers():
+    from nnlint.setup.specs import OptimizerSpec
+
+    model = Net()
+    spec = OptimizerSpec.from_optimizer(
+        Wrapped(torch.optim.AdamW(model.parameters(), lr=2e-4)), model
+    )
+    assert spec.cls is torch.optim.AdamW and spec.lr == 2e-4
+    assert isinstance(spec.build(Net()), torch.optim.AdamW)
