@@ -33,7 +33,7 @@ from nnlint.setup.load import definition_site, load_model, require_torch, search
 from nnlint.setup.preserve import global_rngs
 from nnlint.setup.resolve import resolve
 from nnlint.setup.sandbox import guarded
-from nnlint.setup.sites import Site, recording, user_site
+from nnlint.setup.sites import Site, raised_in, recording, user_site
 
 
 @dataclass
@@ -179,8 +179,9 @@ def _dynamic_here(
         raise
     except Exception as exc:  # the user's forward on their batch: theirs to see, not a crash
         reason = f"the model's forward on {batch.origin} raised {one_line(exc)}"
-        path = display_path(Path(site.path), settings.root)
-        return [NoInputs.make(path, site.line, reason=reason)]
+        at = user_site(raised_in(exc), site)
+        path = display_path(Path(at.path), settings.root)
+        return [NoInputs.make(path, at.line, reason=reason)]
     found = dynamic_phase(setup, rules, settings, site, timings)
     timings["dynamic"] = time.perf_counter() - start
     return found

@@ -128,3 +128,43 @@ def test_the_optimizer_spec_of_a_wrapper_is_the_inner_optimizers():
     )
     assert spec.cls is torch.optim.AdamW and spec.lr == 2e-4
     assert isinstance(spec.build(Net()), torch.optim.AdamW)
+
+
+class FixedBatch(nn.Module):
+    """A forward written for one batch size, as many training scripts' models are."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 32)
+        self.fc2 = nn.Linear(32, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x)).view(16, 32)  # raises on any other batch size
+        return self.fc2(h)
+
+
+def test_an_exception_in_the_users_forward_is_reported_at_their_line():
+    import inspect
+
+    torch.manual_seed(0)
+    found = nnlint.check(
+        FixedBatch(), batch=features(), loss_fn=F.cross_entropy, select=["NN0", "NN3"]
+    )
+    assert not crashes(found), found
+    source, start = inspect.getsourcelines(FixedBatch.forward)
+    line = start + next(i for i, text in enumerate(source) if ".view(16, 32)" in text)
+    theirs = [f for f in found if f.code == "NN007" and "raised RuntimeError" in f.message]
+    assert theirs and all(f.line == line and f.path.endswith(".py") for f in theirs), found
+
+
+def test_an_exception_in_the_shared_forward_points_at_the_users_line():
+    import inspect
+
+    torch.manual_seed(0)
+    x, y = features()
+    found = nnlint.check(
+        FixedBatch(), batch=(x[:8], y[:8]), loss_fn=F.cross_entropy, select=["NN3"]
+    )
+    source, start = inspect.getsourcelines(FixedBatch.forward)
+    line = start + next(i for i, text in enumerate(source) if ".view(16, 32)" in text)
+    assert [(f.code, f.line) for f in found] == [("NN005", line)], found
