@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from nnlint.core.cache import ScriptCache, content_hash, run_key
 from nnlint.core.config import Settings, validate_rule_options
@@ -38,6 +39,7 @@ class Result:
     root: Path = field(default_factory=Path.cwd)
     protection: str | None = None  # what contained the training script ("overlay + landlock")
     protection_detail: str | None = None  # the same, with what the kernel did not offer
+    setup: dict | None = None  # the task and loss the dynamic checks used, and what chose them
 
 
 def instantiate(rules: Sequence[type[Rule]], options: dict[str, dict]) -> list[Rule]:
@@ -137,7 +139,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         (r.code, tuple(r.settings.items())) for r in rules if r.kind is Phase.SCRIPT
     )
     timings: dict[str, float] = {}
-    about: dict[str, str] = {}
+    about: dict[str, Any] = {}
 
     start = time.perf_counter()
     files = collect_files(settings.paths, settings.exclude, settings.root)
@@ -162,4 +164,6 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
-    return Result(findings, checked, codes, timings, settings.root, protection, detail)
+    return Result(
+        findings, checked, codes, timings, settings.root, protection, detail, about.get("setup")
+    )

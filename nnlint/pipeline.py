@@ -63,13 +63,14 @@ def run_model_phases(
     rules: list,
     timings: dict[str, float],
     caller: CallerObjects | None = None,
-    about: dict[str, str] | None = None,
+    about: dict[str, Any] | None = None,
 ) -> list[Finding]:
     """The graph and dynamic findings for the `--model` (or the model `nnlint.check` was handed).
 
     The user's code runs with writes outside a temporary directory refused
     here; the training script runs contained in its own process. `about`
-    receives how it was contained (`protection`, `protection_detail`).
+    receives how it was contained (`protection`, `protection_detail`) and the
+    training setup the dynamic checks used (`setup`: task and loss, and what chose them).
     """
     caller = caller or CallerObjects()
     about = {} if about is None else about
@@ -105,7 +106,7 @@ def _run_phases(
     rules: list,
     timings: dict[str, float],
     caller: CallerObjects,
-    about: dict[str, str],
+    about: dict[str, Any],
     sandbox: str,
 ) -> list[Finding]:
     model, model_site = _load(settings, caller, timings)
@@ -138,8 +139,12 @@ def _run_phases(
     if script_run is not None and script_run.findings is not None:
         findings.extend(script_run.findings)
         timings.update(script_run.timings)
+        if script_run.setup is not None:
+            about["setup"] = script_run.setup
     else:
-        findings.extend(_dynamic_here(model, batch, caller, rules, settings, model_site, timings))
+        findings.extend(
+            _dynamic_here(model, batch, caller, rules, settings, model_site, timings, about)
+        )
     return findings
 
 
@@ -159,6 +164,7 @@ def _dynamic_here(
     settings: Any,
     model_site: Site | None,
     timings: dict[str, float],
+    about: dict[str, Any],
 ) -> list[Finding]:
     """The dynamic phase in this process, on `batch`."""
     if batch is None or not settings.dynamic or not any(r.kind is Phase.DYNAMIC for r in rules):
@@ -182,6 +188,7 @@ def _dynamic_here(
         at = user_site(raised_in(exc), site)
         path = display_path(Path(at.path), settings.root)
         return [NoInputs.make(path, at.line, reason=reason)]
+    about["setup"] = setup.describe()
     found = dynamic_phase(setup, rules, settings, site, timings)
     timings["dynamic"] = time.perf_counter() - start
     return found

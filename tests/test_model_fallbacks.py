@@ -168,3 +168,69 @@ def test_an_exception_in_the_shared_forward_points_at_the_users_line():
     source, start = inspect.getsourcelines(FixedBatch.forward)
     line = start + next(i for i, text in enumerate(source) if ".view(16, 32)" in text)
     assert [(f.code, f.line) for f in found] == [("NN005", line)], found
+
+
+class Critic(nn.Module):
+    """A GAN discriminator: one score per image, trained with a loss of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def skipped(findings, rule):
+    return [f for f in findings if f.code == "NN007" and rule in f.message]
+
+
+@pytest.mark.parametrize("model", [Critic, Net])
+def test_a_guessed_loss_is_said_to_be_one_and_its_checks_are_skipped(model):
+    torch.manual_seed(0)
+    x = features()[0]
+    found = nnlint.check(model(), batch=x, select=["NN3", "NN007"], verbose=True)
+    assert not [f for f in found if f.code in ("NN301", "NN309")], found
+    for rule in ("cannot-overfit", "init-loss") if model is Net else ("cannot-overfit",):
+        assert ["guess" in f.message for f in skipped(found, rule)] == [True], found
+
+
+def test_a_loss_from_the_task_is_not_a_guess():
+    torch.manual_seed(0)
+    x = features()[0]
+    found = nnlint.check(
+        Net(), batch=x, select=["NN3", "NN007"], verbose=True, task="classification"
+    )
+    assert not [f for f in skipped(found, "cannot-overfit") if "guess" in f.message], found
+
+
+class PaddedVocab(nn.Module):
+    """An embedding with one more row (a padding id) than the head has classes."""
+
+    def __init__(self, vocab=20):
+        super().__init__()
+        self.emb = nn.Embedding(vocab + 1, 16)
+        self.mix = nn.Linear(16, 16)
+        self.head = nn.Linear(16, vocab)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        return self.head(h + torch.tanh(self.mix(h)).cumsum(1))
+
+
+def test_synthesized_next_token_labels_lie_in_the_output_range():
+    torch.manual_seed(0)
+    ids = torch.arange(21).repeat(4, 1)  # every id, the padding id (20) included
+    found = nnlint.check(PaddedVocab(), batch=ids, select=["NN0", "NN3"], task="causal-lm")
+    assert not crashes(found), found
+    assert not [f for f in found if f.code == "NN007" and "dynamic checks" in f.message], found
+
+
+def test_synthesized_labels_leave_positions_out_with_the_losss_ignore_index():
+    from nnlint.setup.resolve import resolve
+
+    ids = torch.arange(21).repeat(2, 1)
+    setup = resolve(PaddedVocab(), (ids,), {}, loss_fn=nn.CrossEntropyLoss(ignore_index=-1))
+    labels = setup.loss.target.reshape(2, 21)
+    assert labels[:, -1].tolist() == [-1, -1] and labels[:, -2].tolist() == [-1, -1]
+    assert labels[:, :-2].tolist() == ids[:, 1:-1].tolist()

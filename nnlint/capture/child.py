@@ -102,7 +102,7 @@ def run_child(
     timings: dict[str, float] = {}
     site = user_site(model_site, Site(str(script), 1))
     found = dynamic_phase(setup, rules, settings, site, timings)
-    send(fd, ("done", found, timings))
+    send(fd, ("done", found, timings, setup.describe()))
 
 
 def project_dirs(script: Path, settings: Any) -> list[str]:

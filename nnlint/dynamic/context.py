@@ -290,6 +290,14 @@ class DynamicContext:
         return rule.make(path, line, 1, note=note, **fields)
 
 
+def guessed_loss(loss: LossSpec) -> str:
+    """Why a check that judges the loss itself does not judge a guessed one."""
+    return (
+        f"the loss is a guess ({loss.describe()} on targets nnlint made up: nothing says what "
+        "the model is trained for); pass --loss or --task, or let nnlint run the training script"
+    )
+
+
 def module_of(parameter_name: str) -> str:
     """The qualified name of the module holding a parameter."""
     return parameter_name.rpartition(".")[0]

@@ -63,6 +63,12 @@ class LossSpec:
     input_shape: tuple | None = None
     site: tuple[str, int] | None = None
     synthesized: bool = False
+    origin: str = ""  # what chose it, in words: "the training script", "--loss", "guessed"
+
+    @property
+    def guessed(self) -> bool:
+        """Whether nnlint picked the loss with nothing to go by (no target, no task)."""
+        return self.origin == "guessed"
 
     @property
     def classification(self) -> bool:
@@ -155,6 +161,18 @@ class Setup:
     loss: LossSpec | None = None
     optimizer: OptimizerSpec | None = None
     task: str | None = None
+    task_source: str = ""  # what says so (`nnlint.setup.task`)
+
+    def describe(self) -> dict[str, str | None]:
+        """The task and the loss the checks use, and what chose each, for `--verbose`
+        and the JSON summary."""
+        loss = self.loss
+        return {
+            "task": self.task,
+            "task_from": self.task_source,
+            "loss": loss.describe() if loss is not None else None,
+            "loss_from": (loss.origin or None) if loss is not None else None,
+        }
 
 
 _FUSABLE_DTYPES = ("float16", "bfloat16", "float32", "float64")
