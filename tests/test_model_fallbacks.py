@@ -234,3 +234,38 @@ def test_synthesized_labels_leave_positions_out_with_the_losss_ignore_index():
     labels = setup.loss.target.reshape(2, 21)
     assert labels[:, -1].tolist() == [-1, -1] and labels[:, -2].tolist() == [-1, -1]
     assert labels[:, :-2].tolist() == ids[:, 1:-1].tolist()
+
+
+class ZeroOverZero(nn.Module):
+    """A normalisation by a norm that is zero at init: 0/0 in the model's own forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.gate = nn.Parameter(torch.zeros(8))
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x)) * self.gate.view(1, -1, 1, 1)
+        h = h / h.sum((1, 2, 3), keepdim=True)  # 0 / 0
+        return self.fc(h.mean((2, 3)))
+
+
+def test_nan_is_reported_once_at_the_forward_line_that_made_it():
+    import inspect
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 4, (8,), generator=g))
+    found = nnlint.check(
+        ZeroOverZero(), batch=batch, loss_fn=F.cross_entropy, select=["NN3", "NN007"], verbose=True
+    )
+    source, start = inspect.getsourcelines(ZeroOverZero.forward)
+    line = start + next(i for i, text in enumerate(source) if "# 0 / 0" in text)
+    problems = [f for f in found if f.code != "NN007"]
+    assert [(f.code, f.line) for f in problems] == [("NN311", line)], found
+    assert "`Tensor.div`" in problems[0].message, problems
+    notes = [f for f in found if f.code == "NN007" and "see non-finite" in f.message]
+    assert {"input-ignored", "cannot-overfit", "dead-gradient"} <= {
+        f.message.split("(")[1].split(")")[0] for f in notes
+    }, found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import traceback
@@ -123,3 +124,30 @@ def passes_failure(ctx: DynamicContext) -> Finding | None:
     return CheckSkipped.make(
         path, line, 1, rule="dynamic checks", reason=reason, severity=Severity.INFO
     )
+
+
+def nonfinite_cause(ctx: DynamicContext) -> str | None:
+    """What made NaN or Inf in the shared forward, in words; None when it stayed finite.
+    Checks judging gradients, losses or outputs are skipped then: their verdicts
+    would be consequences of that one bug (reported by non-finite)."""
+    import math
+
+    import torch
+
+    from nnlint.dynamic import probes
+
+    for tensor in probes.tensors((ctx.args, ctx.kwargs)):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return "the input batch holds NaN or Inf"
+    base = ctx.passes()
+    if base.finite:
+        return None
+    if base.nonfinite_op is not None:
+        op = base.nonfinite_op
+        return f"`{op.op}` at {os.path.basename(op.path)}:{op.line} makes NaN or Inf"
+    if base.first_nonfinite is not None:
+        name = base.first_nonfinite[0]
+        return f"the output of `{name}` holds NaN or Inf" if name else "the output holds NaN or Inf"
+    if base.loss is not None and not math.isfinite(base.loss):
+        return "the loss is NaN or Inf"
+    return None
