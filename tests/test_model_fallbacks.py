@@ -269,3 +269,37 @@ def test_nan_is_reported_once_at_the_forward_line_that_made_it():
     assert {"input-ignored", "cannot-overfit", "dead-gradient"} <= {
         f.message.split("(")[1].split(")")[0] for f in notes
     }, found
+
+
+class IntCast(nn.Module):
+    """An integer cast in the forward: fc1 is read, but no gradient gets through."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x).round().long().float())
+
+
+class DeadInFront(nn.Module):
+    """Every ReLU unit after fc1 dead: fc1 and fc2's weight get zero gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 16)
+        self.fc3 = nn.Linear(16, 3)
+        nn.init.constant_(self.fc1.bias, -100.0)
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+@pytest.mark.parametrize(("model", "code"), [(IntCast, "NN306"), (DeadInFront, "NN310")])
+def test_a_parameter_without_gradient_is_reported_by_exactly_one_rule(model, code):
+    torch.manual_seed(0)
+    found = nnlint.check(model(), batch=features(), loss_fn=F.cross_entropy)
+    about = [f.code for f in found if f.code in ("NN106", "NN306", "NN310")]
+    assert about == [code], found
