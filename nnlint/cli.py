@@ -18,7 +18,7 @@ from nnlint import __version__
 from nnlint.core.config import Settings, find_config, load_config, parse_shape, parse_size
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
-from nnlint.report import FORMATS, format_stats, render
+from nnlint.report import FORMATS, format_stats, render, setup_line
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -407,6 +407,8 @@ def _run(argv: Sequence[str]) -> int:
     if settings.verbose and result.protection is not None:
         who = "the training script" if settings.script and settings.capture else "the model code"
         print(f"nnlint: {who} ran with {result.protection_detail}", file=sys.stderr)
+    if settings.verbose and result.setup is not None:
+        print(f"nnlint: {setup_line(result.setup)}", file=sys.stderr)
     color = args.format in ("text", "full") and not args.output_file and sys.stdout.isatty()
     text = render(
         result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics

@@ -40,6 +40,7 @@ class Result:
     root: Path = field(default_factory=Path.cwd)
     protection: str | None = None  # what contained the training script ("overlay + landlock")
     protection_detail: str | None = None  # the same, with what the kernel did not offer
+    setup: dict | None = None  # the task and loss the dynamic checks used, and what chose them
     stats: dict[str, Any] | None = None  # inputs, layers, training curve for --report/--stats
 
 
@@ -168,6 +169,8 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     )
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
-    result = Result(findings, checked, codes, timings, settings.root, protection, detail)
+    result = Result(
+        findings, checked, codes, timings, settings.root, protection, detail, about.get("setup")
+    )
     result.stats = about.get("stats")
     return result

@@ -46,7 +46,7 @@ from nnlint.setup.load import (
 from nnlint.setup.preserve import global_rngs
 from nnlint.setup.resolve import resolve
 from nnlint.setup.sandbox import cache_dirs, guarded
-from nnlint.setup.sites import Site, recording, user_site
+from nnlint.setup.sites import Site, raised_in, recording, user_site
 
 
 @dataclass
@@ -84,7 +84,8 @@ def run_model_phases(
     (`nnlint.capture.isolated`). A model handed to `nnlint.check` lives in the
     caller's process and is checked there, with writes outside a temporary
     directory refused. `about` receives how the code was contained
-    (`protection`, `protection_detail`).
+    (`protection`, `protection_detail`) and the training setup the dynamic
+    checks used (`setup`: task and loss, and what chose them).
     """
     caller = caller or CallerObjects()
     about = {} if about is None else about
@@ -196,6 +197,8 @@ def _run_phases(
         if script_run is not None and script_run.findings is not None:
             findings.extend(script_run.findings)
             timings.update(script_run.timings)
+            if script_run.setup is not None:
+                about["setup"] = script_run.setup
             if script_run.stats:
                 about["stats"] = script_run.stats
         else:
@@ -274,8 +277,10 @@ def _dynamic_here(
         raise
     except Exception as exc:  # the user's forward on their batch: theirs to see, not a crash
         reason = f"the model's forward on {batch.origin} raised {one_line(exc)}"
-        path = display_path(Path(site.path), settings.root)
-        return [NoInputs.make(path, site.line, reason=reason)]
+        at = user_site(raised_in(exc), site)
+        path = display_path(Path(at.path), settings.root)
+        return [NoInputs.make(path, at.line, reason=reason)]
+    about["setup"] = setup.describe()
     insights: dict[str, Any] = {}
     found = dynamic_phase(setup, rules, settings, site, timings, insights)
     if insights:

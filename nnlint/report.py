@@ -35,6 +35,15 @@ _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.I
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
+def setup_line(setup: dict) -> str:
+    """The task and loss the dynamic checks used, and what chose each, in one line."""
+    task = setup.get("task") or "unclear"
+    loss = setup.get("loss") or "none"
+    origin = setup.get("loss_from")
+    chosen = "a guess" if origin == "guessed" else f"from {origin or 'nothing'}"
+    return f"task {task} (from {setup.get('task_from') or 'nothing'}); loss {loss} ({chosen})"
+
+
 def concise_line(f: Finding) -> str:
     return f"{f.location()}: {f.code} {f.message}"
 
@@ -123,6 +132,7 @@ def format_json(result: Result, registry: Registry) -> str:
             "rules": len(result.rules),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "protection": result.protection,
+            "setup": result.setup,
         },
     }
     return json.dumps(document, indent=2) + "\n"

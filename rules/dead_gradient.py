@@ -18,7 +18,9 @@ class DeadGradient(DynamicRule):
     its gradient stays None or zero over a few real optimizer steps of a copy.
     Frozen parameters (`requires_grad=False`) are expected to get none. When
     the graph rule `unused-parameters` is on, parameters the forward never
-    reads are left to it; those it reads but that get no gradient (`.detach()`,
+    reads are left to it, and when `dead-units` is on, those cut off by dead
+    ReLU units (the layer before them, and the layer after them) are left to
+    it; those it reads but that get no gradient (`.detach()`,
     `.data`, an integer cast) are reported here.
 
     ## Why is this bad?
@@ -86,6 +88,9 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
         unread = _never_read(ctx) & cut if cut else set()
         if "unused-parameters" in ctx.selected:
             dead = [n for n in dead if n not in unread]  # unused-parameters reports those
+        if dead and "dead-units" in ctx.selected:
+            behind = _behind_dead_units(ctx, dead)
+            dead = [n for n in dead if n not in behind]  # dead-units reports their cause
         found: dict[str, list[str]] = {}
         for name in dead:
             found.setdefault(module_of(name), []).append(name)
@@ -118,3 +123,40 @@ def _never_read(ctx) -> set[str]:
     except CaptureError:
         return set()
     return {n for n, p in ctx.model.named_parameters() if p.requires_grad} - graph.params_read
+
+
+def _behind_dead_units(ctx, names: list[str]) -> set[str]:
+    """The parameters whose zero gradient dead ReLU units explain, which dead-units
+    reports: those of a layer whose output is <= 0 everywhere (the ReLU after it
+    passes nothing back), and those of a layer whose input is all zeros."""
+    import torch
+
+    from nnlint.dynamic.context import module_of
+    from nnlint.dynamic.probes import main_output
+
+    model = ctx.fresh(train=True)
+    modules = {module_of(n) for n in names}
+    explained: set[str] = set()
+
+    def look(name):
+        def hook(_module, inputs, output):
+            x, y = main_output(inputs), main_output(output)
+            silent = isinstance(x, torch.Tensor) and x.is_floating_point() and not x.any()
+            negative = (
+                isinstance(y, torch.Tensor) and y.is_floating_point() and bool((y <= 0).all())
+            )
+            if silent or negative:
+                explained.add(name)
+
+        return hook
+
+    handles = [
+        m.register_forward_hook(look(n)) for n, m in model.named_modules() if n and n in modules
+    ]
+    try:
+        with torch.no_grad():
+            ctx.run(model, same_rng=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n for n in names if module_of(n) in explained}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 
 import pytest
@@ -103,14 +104,18 @@ class Fragile(MLP):
         return super().forward(x)
 
 
-def test_a_check_that_errors_is_nn001_and_the_others_still_run():
+def test_a_check_the_users_forward_fails_is_their_nn007_and_the_others_still_run():
     torch.manual_seed(0)
     model = Fragile()
     torch.nn.init.normal_(model.head.weight, std=5.0)
-    found = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3", "NN001"])
+    found = nnlint.check(
+        model, batch=features(), loss_fn=F.cross_entropy, select=["NN3", "NN001", "NN007"]
+    )
     by_code = {f.code: f for f in found}
-    assert "NN001" in by_code and "loss-reduction" in by_code["NN001"].message
-    assert "NN301" in by_code
+    assert "NN001" not in by_code and "NN301" in by_code
+    raise_line = inspect.getsourcelines(Fragile.forward)[1] + 2
+    assert "loss-reduction" in by_code["NN007"].message
+    assert by_code["NN007"].line == raise_line and "only batches of 16" in by_code["NN007"].message
 
 
 def test_assert_clean_passes_and_fails_with_the_findings_as_text():

@@ -364,7 +364,7 @@ def test_a_linear_feeding_a_residual_does_not_collapse():
 
 @pytest.mark.parametrize("shape", ["flat", "sliced-flat"])
 def test_flattened_next_token_targets_are_causal(shape):
-    from nnlint.setup.resolve import declared_task
+    from nnlint.setup.task import declared_task
 
     tokens = torch.randint(0, 20, (4, 9), generator=torch.Generator().manual_seed(0))
     if shape == "flat":
@@ -375,7 +375,7 @@ def test_flattened_next_token_targets_are_causal(shape):
 
 
 def test_masked_lm_targets_are_not_causal():
-    from nnlint.setup.resolve import declared_task
+    from nnlint.setup.task import declared_task
 
     tokens = torch.randint(0, 20, (4, 9), generator=torch.Generator().manual_seed(0))
     labels = torch.full_like(tokens, -100)

@@ -105,7 +105,7 @@ def run_child(
     site = user_site(model_site, Site(str(script), 1))
     insights: dict = {}
     found = dynamic_phase(setup, rules, settings, site, timings, insights)
-    send(fd, ("done", found, timings, insights))
+    send(fd, ("done", found, timings, setup.describe(), insights))
 
 
 def project_dirs(script: Path, settings: Any) -> list[str]:

@@ -9,6 +9,7 @@ a seeded RNG and a time budget.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 from nnlint.core.finding import Finding
 from nnlint.dynamic import probes
 from nnlint.dynamic.copies import Copies
+from nnlint.dynamic.nonfinite import NonFiniteOp, first_nonfinite_op
 from nnlint.setup.resolve import training_optimizer
 from nnlint.setup.sites import site_for
 from nnlint.setup.specs import LossSpec, OptimizerSpec, Setup
@@ -72,6 +74,12 @@ class SharedPasses:
     loss: float | None
     first_nonfinite: tuple[str, str] | None
     grads: dict[str, Any] = field(default_factory=dict)
+    nonfinite_op: NonFiniteOp | None = None  # the op that made it, at the user's line
+
+    @property
+    def finite(self) -> bool:
+        """Whether the forward and the loss stayed free of NaN and Inf."""
+        return self.first_nonfinite is None and (self.loss is None or math.isfinite(self.loss))
 
 
 @dataclass
@@ -220,7 +228,12 @@ class DynamicContext:
             loss.backward()
             grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
         value = float(loss.detach()) if loss is not None else None
-        return SharedPasses(model, out, value, first[0] if first else None, grads)
+        passes = SharedPasses(model, out, value, first[0] if first else None, grads)
+        if first:
+            replay = self.fresh(train=True)
+            reseed()
+            passes.nonfinite_op = first_nonfinite_op(lambda: self.run(replay))
+        return passes
 
     def trained(self) -> TrainedPasses:
         """The copy after `TRAINING_STEPS` steps of the user's optimizer (Adam by default)
@@ -288,6 +301,14 @@ class DynamicContext:
         """`rule`'s finding at the construction line of module `at` (the model's line if None)."""
         path, line = self.locate(at)
         return rule.make(path, line, 1, note=note, **fields)
+
+
+def guessed_loss(loss: LossSpec) -> str:
+    """Why a check that judges the loss itself does not judge a guessed one."""
+    return (
+        f"the loss is a guess ({loss.describe()} on targets nnlint made up: nothing says what "
+        "the model is trained for); pass --loss or --task, or let nnlint run the training script"
+    )
 
 
 def module_of(parameter_name: str) -> str:

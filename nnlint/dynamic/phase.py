@@ -20,7 +20,7 @@ from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
 from nnlint.dynamic.alongside import Alongside, start_alongside
 from nnlint.dynamic.context import DynamicContext
-from nnlint.dynamic.run import passes_failure, run_one
+from nnlint.dynamic.run import nonfinite_cause, passes_failure, run_one, skipped
 from nnlint.dynamic.stats import collect
 from nnlint.setup.preserve import preserved
 from nnlint.setup.sites import Site
@@ -52,6 +52,7 @@ def run_checks(
     allows it; findings come back in rule order either way.
     """
     results: dict[int, list[Finding]] = {}
+    notes: list[Finding] = []
     timings = timings if timings is not None else {}
     threads = torch.get_num_threads()
     bar = _progress(rules, progress)
@@ -63,6 +64,12 @@ def run_checks(
             failure = passes_failure(ctx)
             if failure is not None:
                 return [failure]
+            cause = nonfinite_cause(ctx)
+            if cause is not None:  # one bug, one finding: non-finite reports it
+                blocked = [r for r in rules if r.needs_finite]
+                rules = [r for r in rules if not r.needs_finite]
+                reason = f"{cause} (see non-finite), so its verdict would not be about the model"
+                notes = [skipped(ctx, r, reason) for r in blocked] if verbose else []
             workers = start_alongside(ctx, rules, verbose, debug)
             for index, rule in enumerate(rules):
                 if index in workers:
@@ -87,7 +94,7 @@ def run_checks(
             torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
-    return [f for index in sorted(results) for f in results[index]]
+    return notes + [f for index in sorted(results) for f in results[index]]
 
 
 def dynamic_phase(
