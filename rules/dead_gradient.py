@@ -80,7 +80,7 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
             return
         # A zero-initialised layer blocks the gradient of what lies before it only
         # until its first update: dead is what stays without a gradient in training.
-        trained = ctx.trained()
+        trained = ctx.trained(until=lambda t: t.flowing.issuperset(suspects))
         dead = [n for n in suspects if n not in trained.flowing]
         cut = {n for n in dead if base.grads[n] is None and trained.grads.get(n) is None}
         unread = _never_read(ctx) & cut if cut else set()
