@@ -381,3 +381,21 @@ def test_masked_lm_targets_are_not_causal():
     labels = torch.full_like(tokens, -100)
     labels[:, 3] = tokens[:, 3]
     assert declared_task(UnmaskedLM(), (tokens,), {}, labels.reshape(-1), None) is None
+
+
+class SeparableTransform(nn.Module):
+    """A fixed 2D transform applied as one 1D transform along rows, then along columns
+    (timm's CSATv2 DCT stem), then a classifier."""
+
+    def __init__(self, size=8):
+        super().__init__()
+        self.rows = nn.Linear(size, size, bias=False)
+        self.head = nn.Linear(3 * size * size, 4)
+
+    def forward(self, x):
+        x = self.rows(self.rows(x).transpose(-1, -2)).transpose(-1, -2)
+        return self.head(F.gelu(x).flatten(1))
+
+
+def test_a_linear_along_another_axis_does_not_collapse():
+    assert codes(SeparableTransform(), ["NN105"], batch=images()) == []
