@@ -1056,11 +1056,18 @@ def main(argv=None) -> int:
     out = sys.stdout
     start = time.perf_counter()
     healthy, planted = [], []
+
+    def save():  # after every model, so that a run cut short keeps what it measured
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"healthy": healthy, "planted": planted}, f, indent=1)
+
     if not args.no_healthy:
         for entry in entries:
             r = run_isolated(entry, None, None, args.limit)
             healthy.append(r)
             _print_model(r, out)
+            save()
         _print_healthy(healthy, out)
     if args.planted:
         ok = (
@@ -1081,6 +1088,7 @@ def main(argv=None) -> int:
                 r["plant"] = plant
                 if "skipped" not in r:
                     planted.append(r)
+                    save()
                 print(
                     f"[planted {plant}] {entry.name} {r.get('seconds', r.get('error', r.get('skipped', '')))}",
                     file=sys.stderr,
@@ -1088,9 +1096,7 @@ def main(argv=None) -> int:
                 )
         _print_planted(planted, out)
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s", file=out)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"healthy": healthy, "planted": planted}, f, indent=1)
+    save()
     return 0
 
 
