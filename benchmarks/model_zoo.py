@@ -1053,6 +1053,19 @@ def main(argv=None) -> int:
             print(e.name)
         print(f"{len(entries)} models", file=sys.stderr)
         return 0
+    # Imported once here, not in every forked child (seconds each on a busy machine).
+    for source, package in (("torchvision", "torchvision"), ("transformers", "transformers")):
+        if any(e.source == source for e in entries):
+            __import__(package)
+            if package == "transformers":
+                import transformers.models.auto.modeling_auto  # noqa: F401 - the Auto classes
+    import nnlint.dynamic.phase  # noqa: F401
+    import nnlint.graph.phase  # noqa: F401
+    import nnlint.pipeline  # noqa: F401
+    from nnlint.api import load_registry
+
+    load_registry()
+
     out = sys.stdout
     start = time.perf_counter()
     healthy, planted = [], []

@@ -73,8 +73,11 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
         from nnlint.dynamic.context import Skip, module_of
 
         base = ctx.passes()
-        if base.loss is None or not base.grads:
+        if base.loss is None:
             raise Skip("no loss to backpropagate")
+        if not base.grads:
+            yield from self._loss_cut(ctx)
+            return
         suspects = [n for n, g in base.grads.items() if g is None or not g.any()]
         if not suspects:
             return
@@ -104,6 +107,23 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
                 what="no gradient" if none else "an exactly zero gradient",
                 hint=hint,
             )
+
+    def _loss_cut(self, ctx) -> Iterator[Finding]:
+        """The loss needs no gradient at all although the model has trainable parameters."""
+        from nnlint.dynamic.context import Skip
+
+        trainable = [n for n, p in ctx.model.named_parameters() if p.requires_grad]
+        if not trainable:
+            raise Skip("no trainable parameter")
+        yield ctx.report(
+            self,
+            None,
+            params=f"all {len(trainable)} trainable parameters",
+            module=type(ctx.model).__name__,
+            verb="get",
+            what="no gradient",
+            hint="the loss does not require a gradient: check forward for .detach(), torch.no_grad(), .data or an integer cast on the way to the output",
+        )
 
 
 def _never_read(ctx) -> set[str]:

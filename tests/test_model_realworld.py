@@ -434,3 +434,21 @@ def test_a_layer_dead_for_good_is_still_dead():
     wide = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     nn.init.constant_(wide[0].bias, -20.0)
     assert codes(wide, ["NN310"], batch=features()) == ["NN310"]
+
+
+class DetachedOutput(nn.Module):
+    """A model whose output is detached on its way out: no parameter gets a gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x))).detach()
+
+
+def test_a_loss_that_needs_no_gradient_is_reported():
+    found = problems(DetachedOutput(), ["NN306"], batch=features(), loss_fn=F.cross_entropy)
+    assert [f.code for f in found] == ["NN306"]
+    assert "all 4 trainable parameters" in found[0].message
