@@ -106,9 +106,10 @@ class DynamicContext:
 
     def alongside(self) -> DynamicContext:
         """A view of this context for a check running in a worker thread: its own
-        model copies, rule and deadline; the shared passes as computed so far."""
+        model copies, trained copy, rule and deadline; the shared passes as computed so far."""
         view = copy.copy(self)
         view._copies = Copies(self.model)
+        view._trainer = Trainer(view)  # not shared across threads
         view.rule = None
         view.deadline = float("inf")
         return view
