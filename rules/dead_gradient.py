@@ -75,14 +75,17 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
         from nnlint.dynamic.context import Skip, module_of
 
         base = ctx.passes()
-        if base.loss is None or not base.grads:
+        if base.loss is None:
             raise Skip("no loss to backpropagate")
+        if not base.grads:
+            yield from self._loss_cut(ctx)
+            return
         suspects = [n for n, g in base.grads.items() if g is None or not g.any()]
         if not suspects:
             return
         # A zero-initialised layer blocks the gradient of what lies before it only
         # until its first update: dead is what stays without a gradient in training.
-        trained = ctx.trained()
+        trained = ctx.trained(until=lambda t: t.flowing.issuperset(suspects))
         dead = [n for n in suspects if n not in trained.flowing]
         cut = {n for n in dead if base.grads[n] is None and trained.grads.get(n) is None}
         unread = _never_read(ctx) & cut if cut else set()
@@ -109,6 +112,23 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
                 what="no gradient" if none else "an exactly zero gradient",
                 hint=hint,
             )
+
+    def _loss_cut(self, ctx) -> Iterator[Finding]:
+        """The loss needs no gradient at all although the model has trainable parameters."""
+        from nnlint.dynamic.context import Skip
+
+        trainable = [n for n, p in ctx.model.named_parameters() if p.requires_grad]
+        if not trainable:
+            raise Skip("no trainable parameter")
+        yield ctx.report(
+            self,
+            None,
+            params=f"all {len(trainable)} trainable parameters",
+            module=type(ctx.model).__name__,
+            verb="get",
+            what="no gradient",
+            hint="the loss does not require a gradient: check forward for .detach(), torch.no_grad(), .data or an integer cast on the way to the output",
+        )
 
 
 def _never_read(ctx) -> set[str]:

@@ -288,3 +288,34 @@ def test_a_check_alongside_cannot_reseed_the_rng_the_others_share():
     thread.join()
     assert errors and "cannot reseed" in errors[0]
     reseed()  # the main thread still can
+
+
+def _dropout_ctx():
+    from nnlint.dynamic.context import DynamicContext
+    from nnlint.setup.specs import LossSpec, Setup
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    setup = Setup(model, (x,), {}, LossSpec("cross_entropy", target=y))
+    ctx = DynamicContext(setup, path="m.py", line=1)
+    ctx.begin(None)
+    return ctx
+
+
+def test_the_trained_copy_takes_only_the_steps_asked_for():
+    ctx = _dropout_ctx()
+    assert ctx.trained(until=lambda t: True).steps == 1
+    assert ctx.trained(until=lambda t: t.steps >= 3).steps == 3
+    assert ctx.trained().steps == 5
+
+
+def test_the_trained_copy_does_not_depend_on_where_it_was_stopped():
+    straight, stopped = _dropout_ctx(), _dropout_ctx()
+    whole = straight.trained().model
+    stopped.trained(until=lambda t: True)
+    torch.rand(100)  # a check drawing random numbers in between
+    resumed = stopped.trained().model
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
