@@ -29,7 +29,14 @@ from nnlint.dynamic.phase import dynamic_phase
 from nnlint.graph.phase import run_graph_phase
 from nnlint.script.losses import loss_kind, loss_kind_in_script
 from nnlint.setup.inputs import Batch, as_batch, provide_batch
-from nnlint.setup.load import definition_site, load_model, require_torch, search_dirs
+from nnlint.setup.load import (
+    TargetSpec,
+    build_model,
+    definition_site,
+    import_target,
+    require_torch,
+    search_dirs,
+)
 from nnlint.setup.preserve import global_rngs
 from nnlint.setup.resolve import resolve
 from nnlint.setup.sandbox import guarded
@@ -82,22 +89,45 @@ def run_model_phases(
         os.chdir(cwd)
 
 
+@contextlib.contextmanager
+def script_argv(settings: Any) -> Iterator[None]:
+    """`sys.argv` as the training script sees it, while user code is imported."""
+    saved = sys.argv
+    if getattr(settings, "script", None):
+        sys.argv = [str(settings.script), *settings.script_args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _target(settings: Any) -> tuple[TargetSpec, Any]:
+    """The `--model` spec and the object it names; None where that object is the
+    training script's own, which only its run (or the fallback) imports."""
+    spec = TargetSpec.parse(settings.model)
+    search = search_dirs(settings)
+    script = Path(settings.script).resolve() if getattr(settings, "script", None) else None
+    module = Path(spec.module) if spec.is_file else Path(*spec.module.split(".")).with_suffix(".py")
+    places = [module] if spec.is_file else [folder / module for folder in search]
+    if script is not None and any(p.resolve() == script for p in places):
+        return spec, None
+    with recording(), script_argv(settings):
+        return spec, import_target(spec, search)
+
+
 def _load(
-    settings: Any, caller: CallerObjects, timings: dict[str, float]
+    settings: Any, caller: CallerObjects, spec: TargetSpec | None, target: Any
 ) -> tuple[Any, Site | None]:
     """The model and its class line: the one given, else built from `--model`."""
-    start = time.perf_counter()
     if caller.model is not None:
-        model, site = caller.model, definition_site(caller.model, caller.model)
-    else:
-        require_torch()
-        with recording():
-            loaded = load_model(settings.model, settings.model_kwargs, search_dirs(settings))
-        model, site = loaded.model, loaded.site
-        if getattr(settings, "device", "cpu") != "cpu":
-            model.to(settings.device)
-    timings["load"] = time.perf_counter() - start
-    return model, site
+        return caller.model, definition_site(caller.model, caller.model)
+    with recording(), script_argv(settings):
+        if target is None:
+            target = import_target(spec, search_dirs(settings))
+        model = build_model(spec, target, settings.model_kwargs)
+    if getattr(settings, "device", "cpu") != "cpu":
+        model.to(settings.device)
+    return model, definition_site(target, model)
 
 
 def _run_phases(
@@ -108,20 +138,35 @@ def _run_phases(
     about: dict[str, str],
     sandbox: str,
 ) -> list[Finding]:
-    model, model_site = _load(settings, caller, timings)
+    start = time.perf_counter()
+    spec, target = None, None
+    if caller.model is None:
+        require_torch()
+        spec, target = _target(settings)
+    timings["load"] = time.perf_counter() - start
     findings: list[Finding] = []
-    if not any(r.kind in (Phase.GRAPH, Phase.DYNAMIC) for r in rules):
-        return findings
-    script_run, captured = None, None
+    script_run = None
     if caller.model is None and caller.batch is None:
-        script_run = learn_from_script(settings, rules, model_site, timings, sandbox)
+        site = definition_site(target, target) if target is not None else None
+        script_run = learn_from_script(settings, rules, site, timings, sandbox)
         if script_run is not None:
             findings.extend(script_run.notes)
-            captured = script_run.batch
             if script_run.protection is not None:
                 about["protection"] = script_run.protection
                 about["protection_detail"] = script_run.protection_detail or ""
+            if script_run.findings is not None:  # the run checked the model the script built
+                timings.update(script_run.timings)
+                return findings + script_run.findings
 
+    start = time.perf_counter()
+    try:
+        model, model_site = _load(settings, caller, spec, target)
+    except UsageError as exc:
+        raise UsageError(_with_run(str(exc), script_run)) from None
+    timings["load"] += time.perf_counter() - start
+    if not any(r.kind in (Phase.GRAPH, Phase.DYNAMIC) for r in rules):
+        return findings
+    captured = script_run.batch if script_run is not None else None
     start = time.perf_counter()
     batch, reason = _batch(model, settings, caller, captured)
     if batch is None:
@@ -134,13 +179,14 @@ def _run_phases(
         loss = loss_kind_in_script(settings.script)
     findings.extend(run_graph_phase(model, batch, loss, rules, settings, model_site))
     timings["graph"] = time.perf_counter() - start
-
-    if script_run is not None and script_run.findings is not None:
-        findings.extend(script_run.findings)
-        timings.update(script_run.timings)
-    else:
-        findings.extend(_dynamic_here(model, batch, caller, rules, settings, model_site, timings))
+    findings.extend(_dynamic_here(model, batch, caller, rules, settings, model_site, timings))
     return findings
+
+
+def _with_run(error: str, script_run: Any) -> str:
+    """A model nnlint cannot build, with why the script that builds it did not either."""
+    reason = getattr(script_run, "reason", None)
+    return error if reason is None else f"{error} (the training script was not used: {reason})"
 
 
 def _batch(
