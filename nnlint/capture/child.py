@@ -179,6 +179,10 @@ def _setup(state: State, settings: Any) -> Setup | None:
     output = state.outputs.get(id(model))
     loss = None
     model_loss = getattr(output, "loss", None)
+    if isinstance(model_loss, torch.Tensor):
+        # the HF Trainer divides the summed loss by this batch's token count; without
+        # it the model takes the same mean, and a replay on another batch stays one
+        kwargs = {k: v for k, v in kwargs.items() if k != "num_items_in_batch"}
     if isinstance(model_loss, torch.Tensor) and "labels" in kwargs:
         loss = LossSpec("model", target=kwargs["labels"])
     elif state.losses:
@@ -215,9 +219,11 @@ def _not_found(state: State, settings: Any) -> str:
 
 
 def _site(state: State, model: Any, script: Path) -> Site | None:
-    """The line that defines what built `model`, when `--model` names the script itself."""
+    """The line that defines what built `model`, when `--model` names the script itself:
+    the named class (a submodule its `training_step` calls is checked in its name)."""
     if state.factory is not None:
         return Site(state.factory.co_filename, state.factory.co_firstlineno)
+    model = state.models[0] if state.models else model
     if type(model).__module__ != "__main__":
         return definition_site(type(model), model)
     # inspect would look in nnlint's own __main__, which runpy has put back

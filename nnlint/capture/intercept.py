@@ -188,8 +188,8 @@ def stop_at_first_step(state: State) -> None:
 
     Lightning (and any `optimizer.step(closure)`, as LBFGS takes) computes the
     loss inside the step: the closure runs `training_step` and `backward`, so
-    it runs here first. Models caught but not yet called get their direct
-    submodules watched before it, for a `training_step` that calls
+    it runs here first. Models caught but not yet called for training get
+    their direct submodules watched before it, for a `training_step` that calls
     `self.net(x)` rather than `self(x)`.
     """
 
@@ -197,7 +197,7 @@ def stop_at_first_step(state: State) -> None:
         closure = kwargs.get("closure", args[0] if args else None)
         if callable(closure):
             for model in list(state.models):
-                if id(model) not in state.calls:
+                if id(model) not in state.training:
                     for child in model.children():
                         if any(True for _ in child.parameters()):  # not a loss or a metric
                             catch(child, state)
