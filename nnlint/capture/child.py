@@ -25,6 +25,7 @@ import runpy
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,10 @@ def run_child(
     sys.stderr = os.fdopen(saved_err, "w")
     site = user_site(model_site or _site(state, setup.model, script), Site(str(script), 1))
     captured = _picklable(setup)
+    start = time.perf_counter()
     notes += _graph_phase(setup, captured, script, rules, settings, site)
+    timings = {"graph": time.perf_counter() - start}
     send(fd, ("captured", captured, notes))
-    timings: dict[str, float] = {}
     found = dynamic_phase(setup, rules, settings, site, timings)
     send(fd, ("done", found, timings))
 
