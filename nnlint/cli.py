@@ -325,13 +325,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _explain(target: str) -> str:
+    """`nnlint rule CODE|NAME|PREFIX|--all`: each rule's documentation and its URL."""
     from nnlint.core.registry import load_registry
     from nnlint.docs import explain
 
-    rule = load_registry().lookup(target)
-    if rule is None:
-        raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)")
-    return explain(rule)
+    registry = load_registry()
+    rule = registry.lookup(target)
+    if rule is not None:
+        rules = [rule]
+    elif target == "--all":
+        rules = list(registry.rules)
+    else:
+        try:
+            rules = registry.matching(target)
+        except UsageError:
+            raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)") from None
+    return "\n".join(f"{explain(r)}\nDocumentation: {r.url()}\n" for r in rules)
 
 
 def _write(text: str, output_file: str | None) -> None:
@@ -354,13 +363,13 @@ def _run(argv: Sequence[str]) -> int:
     argv = list(argv)
     if len(argv) >= 1 and argv[0] == "rule":
         if len(argv) != 2:
-            raise UsageError("usage: nnlint rule CODE|NAME")
+            raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
         _write(_explain(argv[1]), None)
         return EXIT_CLEAN
     args = build_parser().parse_args(argv)
     if args.paths and args.paths[0] == "rule" and not Path("rule").exists():
         if len(args.paths) != 2:
-            raise UsageError("usage: nnlint rule CODE|NAME")
+            raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
         _write(_explain(args.paths[1]), None)
         return EXIT_CLEAN
     if args.explain:
@@ -382,7 +391,7 @@ def _run(argv: Sequence[str]) -> int:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
         print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
-    color = args.format == "text" and not args.output_file and sys.stdout.isatty()
+    color = args.format in ("text", "full") and not args.output_file and sys.stdout.isatty()
     text = render(
         result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics
     )

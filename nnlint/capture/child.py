@@ -52,7 +52,7 @@ from nnlint.setup.contain import Protection, contain
 from nnlint.setup.inputs import Batch, provide_batch
 from nnlint.setup.load import TargetSpec, definition_site
 from nnlint.setup.resolve import resolve
-from nnlint.setup.sandbox import guarded
+from nnlint.setup.sandbox import cache_dirs, guarded
 from nnlint.setup.sites import Site, recording, user_site
 from nnlint.setup.specs import LossSpec, OptimizerSpec, Setup
 
@@ -128,7 +128,10 @@ def _run_script(
     patch_backward(state)
     if not (protection.copy_on_write and "landlock" in protection.layers):
         # the kernel holds only part of the line: refuse in Python what it does not
-        state.guard = guarded(sandbox, *protection.overlaid)  # referenced for the child's life
+        project = [str(settings.root), str(script.parent), os.getcwd()]
+        state.guard = guarded(  # referenced for the child's life
+            sandbox, *protection.overlaid, shared=cache_dirs(), protect=project
+        )
         state.guard.__enter__()
     stop_at_first_step(state)
 

@@ -53,14 +53,6 @@ class TargetSpec:
         return Path(self.module).stem if self.is_file else self.module
 
 
-@dataclass
-class LoadedModel:
-    """The model instance and the line that defines what built it."""
-
-    model: Any
-    site: Site | None
-
-
 def require_torch() -> Any:
     try:
         import torch
@@ -151,8 +143,24 @@ def _import_module(spec: TargetSpec) -> ModuleType:
         raise UsageError(f"{where} called sys.exit({exc.code})") from None
     except _FirstStep:
         raise UsageError(f"{where} started training before defining it") from None
+    except ImportError as exc:
+        raise UsageError(f"{where} raised ImportError: {exc}{_dotted_hint(spec, exc)}") from None
     except BaseException as exc:
         raise UsageError(f"{where} raised {type(exc).__name__}: {exc}") from None
+
+
+def _dotted_hint(spec: TargetSpec, exc: ImportError) -> str:
+    """For a file that uses relative imports: the dotted spec that imports it as a package."""
+    if not (spec.is_file and "relative import" in str(exc)):
+        return ""
+    path = Path(spec.module).resolve()
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    dotted = ".".join(parts) if len(parts) > 1 else f"{path.parent.name}.{path.stem}"
+    return f"; name it as a module instead: {spec.flag} {dotted}:{spec.attr}"
 
 
 def import_target(spec: TargetSpec, search: list[Path]) -> Any:
@@ -206,11 +214,3 @@ def definition_site(target: Any, model: Any) -> Site | None:
     subject = target if inspect.isclass(target) or inspect.isfunction(target) else type(model)
     found = definition(subject)
     return Site(*found) if found else None
-
-
-def load_model(text: str, kwargs: dict[str, Any], search: list[Path]) -> LoadedModel:
-    require_torch()
-    spec = TargetSpec.parse(text)
-    target = import_target(spec, search)
-    model = build_model(spec, target, kwargs)
-    return LoadedModel(model, definition_site(target, model))
