@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
-from nnlint.core.config import Settings, find_config, load_config, parse_shape, split_args
+from nnlint.core.config import (
+    Settings,
+    find_config,
+    load_config,
+    parse_shape,
+    parse_size,
+    split_args,
+)
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, render
@@ -93,6 +100,14 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         "model",
         ("--capture-timeout",),
         {"type": float, "metavar": "SECONDS", "help": "time limit for running the training script"},
+    ),
+    (
+        "model",
+        ("--memory-limit",),
+        {
+            "metavar": "SIZE",
+            "help": "address space for the model code, e.g. 8G, or none (default: half the memory)",
+        },
     ),
     (
         "model",
@@ -285,6 +300,8 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
         settings.script_args = split_args(args.script_args, "--script-args")
     if args.input_shape is not None:
         settings.input_shape = parse_shape(args.input_shape)
+    if args.memory_limit is not None:
+        settings.memory_limit = parse_size(args.memory_limit)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     settings.capture = settings.capture and not args.no_capture
@@ -310,7 +327,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     _apply_selection(settings, args)
     _apply_model_flags(settings, args)
     if settings.script is None:
-        scripts = [p for p in settings.paths if p.endswith(".py") and Path(p).is_file()]
+        scripts = [p for p in settings.paths if p.endswith((".py", ".ipynb")) and Path(p).is_file()]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
     elif not Path(settings.script).is_file():
@@ -390,7 +407,8 @@ def _run(argv: Sequence[str]) -> int:
     if not result.files and not settings.model:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
-        print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
+        who = "the training script" if settings.script and settings.capture else "the model code"
+        print(f"nnlint: {who} ran with {result.protection_detail}", file=sys.stderr)
     color = args.format in ("text", "full") and not args.output_file and sys.stdout.isatty()
     text = render(
         result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics

@@ -22,9 +22,10 @@ from nnlint.ci_formats import (
     repository_path,
     repository_root,
 )
-from nnlint.core.files import read_source
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.fingerprint import fingerprints
+from nnlint.core.nbpositions import FilePositions
+from nnlint.core.notebook import source_lines
 from nnlint.core.registry import Registry
 from nnlint.engine import Result
 
@@ -35,7 +36,7 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 
 
 def concise_line(f: Finding) -> str:
-    return f"{f.path}:{f.line}:{f.column}: {f.code} {f.message}"
+    return f"{f.location()}: {f.code} {f.message}"
 
 
 def summary_line(findings: Sequence[Finding]) -> str:
@@ -56,14 +57,13 @@ def format_concise(result: Result, quiet: bool = False) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _source_line(root: Path, path: str, line: int, cache: dict) -> str | None:
-    if path not in cache:
-        try:
-            cache[path] = read_source(root / path).splitlines()
-        except (OSError, ValueError):
-            cache[path] = []
-    lines = cache[path]
-    return lines[line - 1] if 0 < line <= len(lines) else None
+def _source_line(root: Path, f: Finding, cache: dict) -> str | None:
+    if f.path not in cache:
+        cache[f.path] = source_lines(root / f.path)
+    lines = cache[f.path]
+    if isinstance(lines, dict):
+        lines = lines.get(f.cell, [])
+    return lines[f.line - 1] if 0 < f.line <= len(lines) else None
 
 
 def format_text(result: Result, quiet: bool = False, color: bool = True, width: int = 100) -> str:
@@ -83,13 +83,13 @@ def format_text(result: Result, quiet: bool = False, color: bool = True, width: 
     cache: dict = {}
     for f in result.findings:
         head = Text()
-        head.append(f"{f.path}:{f.line}:{f.column}", style="bold")
+        head.append(f.location(), style="bold")
         head.append(": ")
         head.append(f.code, style=_STYLE[f.severity])
         head.append(f" {f.message}")
         head.append(f" [{f.name}]", style="dim")
         console.print(head)
-        source = _source_line(result.root, f.path, f.line, cache)
+        source = _source_line(result.root, f, cache)
         if source is not None:
             gutter = f"{f.line:>5} | "
             console.print(Text.assemble((gutter, "blue"), source.expandtabs(4)))
@@ -147,24 +147,32 @@ def _sarif_rule(rule: type) -> dict:
     }
 
 
+def _in_cell(f: Finding) -> str:
+    """The cell coordinates that open a notebook finding's message in SARIF and GitHub
+    output, whose location is the line of the notebook's JSON that holds the code."""
+    return f"cell {f.cell}:{f.line}:{f.column}: " if f.cell is not None else ""
+
+
 def format_sarif(result: Result, registry: Registry) -> str:
     used = sorted({f.code for f in result.findings} | set(result.rules))
     index = {code: i for i, code in enumerate(used)}
     descriptors = [_sarif_rule(registry.by_code[code]) for code in used]
     repository = repository_root(result.root)
     results = []
+    positions = FilePositions(result.root)
     prints = fingerprints(result.findings, result.root)
     for f, print_ in zip(result.findings, prints, strict=True):
-        region = {"startLine": f.line, "startColumn": f.column}
-        if f.end_line:
-            region["endLine"] = f.end_line
-        if f.end_column:
-            region["endColumn"] = f.end_column
+        line, column, end_line, end_column = positions.region(f)
+        region = {"startLine": line, "startColumn": column}
+        if end_line:
+            region["endLine"] = end_line
+        if end_column:
+            region["endColumn"] = end_column
         item = {
             "ruleId": f.code,
             "ruleIndex": index[f.code],
             "level": _SARIF_LEVEL[f.severity],
-            "message": {"text": f.message + (f" ({f.note})" if f.note else "")},
+            "message": {"text": _in_cell(f) + f.message + (f" ({f.note})" if f.note else "")},
             "locations": [
                 {
                     "physicalLocation": {
@@ -178,6 +186,8 @@ def format_sarif(result: Result, registry: Registry) -> str:
             ],
             "partialFingerprints": {"nnlint/v1": print_},
         }
+        if f.cell is not None:
+            item["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.column}
         results.append(item)
     document = {
         "$schema": SARIF_SCHEMA,
@@ -212,15 +222,17 @@ def format_github(result: Result) -> str:
     level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
     repository = repository_root(result.root)
     lines = []
+    positions = FilePositions(result.root)
     for f in result.findings:
+        line, column, end_line, end_column = positions.region(f)
         path = repository_path(f.path, result.root, repository)
-        props = [f"file={_gh_escape(path, True)}", f"line={f.line}", f"col={f.column}"]
-        if f.end_line:
-            props.append(f"endLine={f.end_line}")
-        if f.end_column and f.end_line == f.line:
-            props.append(f"endColumn={f.end_column}")
+        props = [f"file={_gh_escape(path, True)}", f"line={line}", f"col={column}"]
+        if end_line:
+            props.append(f"endLine={end_line}")
+        if end_column and end_line == line:
+            props.append(f"endColumn={end_column}")
         props.append(f"title={_gh_escape(f'{f.code} ({f.name})', True)}")
-        message = f.message + (f"\n{f.note}" if f.note else "")
+        message = _in_cell(f) + f.message + (f"\n{f.note}" if f.note else "")
         lines.append(f"::{level[f.severity]} {','.join(props)}::{_gh_escape(message)}")
     return "\n".join(lines) + "\n" if lines else ""
 

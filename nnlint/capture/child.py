@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import NoInputs, ScriptNotRun, one_line
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding
+from nnlint.core.notebook import compile_notebook, is_notebook
 from nnlint.dynamic.phase import dynamic_phase
 from nnlint.graph.phase import run_graph_phase
 from nnlint.script.losses import loss_kind_in_script
@@ -147,7 +149,10 @@ def _run_script(
     signal.setitimer(signal.ITIMER_REAL, limit * WALL_FACTOR)
     try:
         with recording(), cuda or contextlib.nullcontext():
-            runpy.run_path(str(script), run_name="__main__")
+            if is_notebook(script):
+                _run_notebook(script)
+            else:
+                runpy.run_path(str(script), run_name="__main__")
     except StepReached:
         return None, 1
     except CaptureTimeout:
@@ -163,6 +168,19 @@ def _run_script(
         for undo in reversed(state.undo):
             undo()
     return "it finished without calling optimizer.step()", 1
+
+
+def _run_notebook(script: Path) -> None:
+    """Run a notebook's code cells in order as `__main__`, as `runpy.run_path` runs a script."""
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(compile_notebook(script), main.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
 
 
 def _line(script: Path) -> int:
