@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class Settings:
     model: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     script: str | None = None
+    script_args: list[str] = field(default_factory=list)
     data: str | None = None
     task: str | None = None
     loss: str | None = None
@@ -73,6 +75,22 @@ def _strings(key: str, value: Any) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise UsageError(f"config key {key!r} must be a string or a list of strings")
+
+
+def _argv(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return split_args(value, f"config key {key!r}")
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UsageError(f"config key {key!r} must be a string or a list of strings")
+
+
+def split_args(text: str, where: str) -> list[str]:
+    """`text` split as a POSIX shell would, for the training script's `sys.argv[1:]`."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{where}: cannot split {text!r}: {exc}") from None
 
 
 def _string(key: str, value: Any) -> str:
@@ -179,6 +197,7 @@ _KEYS = {
     "model": ("model", _string),
     "model-kwargs": ("model_kwargs", _table),
     "script": ("script", _string),
+    "script-args": ("script_args", _argv),
     "data": ("data", _string),
     "task": ("task", _string),
     "loss": ("loss", _string),
