@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
-from nnlint.core.config import Settings, find_config, load_config, parse_shape
+from nnlint.core.config import Settings, find_config, load_config, parse_shape, parse_size
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, render
@@ -84,6 +84,14 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         "model",
         ("--capture-timeout",),
         {"type": float, "metavar": "SECONDS", "help": "time limit for running the training script"},
+    ),
+    (
+        "model",
+        ("--memory-limit",),
+        {
+            "metavar": "SIZE",
+            "help": "address space for the model code, e.g. 8G, or none (default: half the memory)",
+        },
     ),
     (
         "model",
@@ -274,6 +282,8 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
         settings.model_kwargs = _model_kwargs(args.model_kwargs)
     if args.input_shape is not None:
         settings.input_shape = parse_shape(args.input_shape)
+    if args.memory_limit is not None:
+        settings.memory_limit = parse_size(args.memory_limit)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     settings.capture = settings.capture and not args.no_capture
@@ -299,7 +309,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     _apply_selection(settings, args)
     _apply_model_flags(settings, args)
     if settings.script is None:
-        scripts = [p for p in settings.paths if p.endswith(".py") and Path(p).is_file()]
+        scripts = [p for p in settings.paths if p.endswith((".py", ".ipynb")) and Path(p).is_file()]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
     elif not Path(settings.script).is_file():
@@ -312,13 +322,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _explain(target: str) -> str:
+    """`nnlint rule CODE|NAME|PREFIX|--all`: each rule's documentation and its URL."""
     from nnlint.core.registry import load_registry
     from nnlint.docs import explain
 
-    rule = load_registry().lookup(target)
-    if rule is None:
-        raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)")
-    return explain(rule)
+    registry = load_registry()
+    rule = registry.lookup(target)
+    if rule is not None:
+        rules = [rule]
+    elif target == "--all":
+        rules = list(registry.rules)
+    else:
+        try:
+            rules = registry.matching(target)
+        except UsageError:
+            raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)") from None
+    return "\n".join(f"{explain(r)}\nDocumentation: {r.url()}\n" for r in rules)
 
 
 def _write(text: str, output_file: str | None) -> None:
@@ -341,13 +360,13 @@ def _run(argv: Sequence[str]) -> int:
     argv = list(argv)
     if len(argv) >= 1 and argv[0] == "rule":
         if len(argv) != 2:
-            raise UsageError("usage: nnlint rule CODE|NAME")
+            raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
         _write(_explain(argv[1]), None)
         return EXIT_CLEAN
     args = build_parser().parse_args(argv)
     if args.paths and args.paths[0] == "rule" and not Path("rule").exists():
         if len(args.paths) != 2:
-            raise UsageError("usage: nnlint rule CODE|NAME")
+            raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
         _write(_explain(args.paths[1]), None)
         return EXIT_CLEAN
     if args.explain:
@@ -368,8 +387,9 @@ def _run(argv: Sequence[str]) -> int:
     if not result.files and not settings.model:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
-        print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
-    color = args.format == "text" and not args.output_file and sys.stdout.isatty()
+        who = "the training script" if settings.script and settings.capture else "the model code"
+        print(f"nnlint: {who} ran with {result.protection_detail}", file=sys.stderr)
+    color = args.format in ("text", "full") and not args.output_file and sys.stdout.isatty()
     text = render(
         result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics
     )

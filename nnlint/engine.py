@@ -19,6 +19,7 @@ from nnlint.core.finding import Finding, Phase
 from nnlint.core.registry import Registry, load_registry
 from nnlint.core.rule import Rule
 from nnlint.core.suppress import Suppressor
+from nnlint.script.notebook import model_findings_to_cells
 from nnlint.script.phase import lint_file
 
 # Below this many files a process pool costs more than it saves.
@@ -150,7 +151,8 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         from nnlint.pipeline import run_model_phases, user_output
 
         with user_output(settings.verbose):
-            findings.extend(run_model_phases(settings, rules, timings, about=about))
+            found = run_model_phases(settings, rules, timings, about=about)
+            findings.extend(model_findings_to_cells(found, settings.root))
 
     suppressor = Suppressor(settings.root)
     findings = suppressor.apply(findings)
@@ -161,7 +163,9 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     findings = [
         f for f in findings if f.code in enabled and not _per_file_ignored(f, settings, registry)
     ]
-    findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
+    findings = sorted(
+        set(findings), key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code, f.message)
+    )
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
     return Result(findings, checked, codes, timings, settings.root, protection, detail)

@@ -55,6 +55,9 @@ def run_key(root: Path, rules: Sequence[tuple[str, tuple]], debug: bool) -> str:
     parts = {
         "nnlint": __version__,
         "libcst": installed.version("libcst"),
+        "nbformat": installed.version(
+            "nbformat"
+        ),  # it reads notebooks; a new one may read them anew
         "rules": [[code, repr(options)] for code, options in rules],
         "debug": debug,
         "root": str(root.resolve()),

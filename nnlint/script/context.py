@@ -10,6 +10,7 @@ import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider, QualifiedName
 
 from nnlint.core.finding import Finding
+from nnlint.core.notebook import Notebook
 from nnlint.script.cstwalk import Tree
 from nnlint.script.names import Names, Scope
 
@@ -33,12 +34,14 @@ class ScriptContext:
         source: str,
         module: cst.Module,
         project_root: Path | None = None,
+        notebook: Notebook | None = None,
     ) -> None:
         self.path = path
         self.display_path = display_path
         self.source = source
         self.module = module
         self.project_root = project_root or path.parent
+        self.notebook = notebook
         self._cache: dict[str, Any] = {}
 
     @cached_property
@@ -89,6 +92,13 @@ class ScriptContext:
             note=note,
             **fields,
         )
+
+    def line_label(self, line: int) -> str:
+        """How a note names a line of this file: `line 12`, or `cell 3, line 2` in a notebook."""
+        if self.notebook is None:
+            return f"line {line}"
+        cell, within = self.notebook.locate(line)
+        return f"cell {cell}, line {within}"
 
     def shared(self, key: str, build: Any) -> Any:
         """A per-file analysis computed once and shared by every rule that asks for it."""

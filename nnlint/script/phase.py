@@ -11,8 +11,10 @@ import libcst as cst
 from nnlint.core.diagnostics import NotAnalysed, SyntaxErrorFinding, UnreadableFile, run_rule
 from nnlint.core.files import read_source
 from nnlint.core.finding import Finding
+from nnlint.core.notebook import Notebook, is_notebook, read_notebook
 from nnlint.core.rule import ScriptRule
 from nnlint.script.context import ScriptContext
+from nnlint.script.notebook import to_cells
 
 # How deeply libcst's tree may nest before the file is left out. libcst nests
 # `a or b or c` and `a < b < c` pairwise, so an n-way chain counts n levels; its
@@ -83,13 +85,35 @@ def lint_file(
     project_root: Path | None = None,
     debug: bool = False,
 ) -> list[Finding]:
-    """All script findings for one file, engine diagnostics included."""
+    """All script findings for one file, engine diagnostics included.
+
+    A notebook is linted as its code cells joined, and its findings are then
+    moved to their cells.
+    """
+    notebook: Notebook | None = None
     try:
-        source = read_source(path)
+        if is_notebook(path):
+            notebook = read_notebook(path)
+            source = notebook.source
+        else:
+            source = read_source(path)
     except OSError as exc:
         return [UnreadableFile.make(display, 1, 1, error=exc.strerror or str(exc))]
     except ValueError as exc:
         return [UnreadableFile.make(display, 1, 1, error=str(exc))]
+    findings = _lint_source(path, display, source, rules, project_root, debug, notebook)
+    return findings if notebook is None else to_cells(notebook, display, findings)
+
+
+def _lint_source(
+    path: Path,
+    display: str,
+    source: str,
+    rules: Sequence[ScriptRule],
+    project_root: Path | None,
+    debug: bool,
+    notebook: Notebook | None,
+) -> list[Finding]:
     active = [
         r
         for r in rules
@@ -101,7 +125,7 @@ def lint_file(
     module, problem = parse(display, source, analyse=bool(active))
     if module is None:
         return [problem] if problem is not None else []
-    ctx = ScriptContext(path, display, source, module, project_root)
+    ctx = ScriptContext(path, display, source, module, project_root, notebook)
     findings: list[Finding] = []
     for rule in active:
         findings.extend(run_rule(rule, ctx, display, debug))
