@@ -9,9 +9,7 @@ import fnmatch
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +66,10 @@ def _lint_files(
     if jobs <= 1:
         root, debug = settings.root, settings.debug
         return [lint_file(path, display, script_rules, root, debug) for path, display in tasks]
+    # Imported here: a pre-commit run on a few files never needs a pool.
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=get_context("fork"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 import shlex
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,6 +225,8 @@ def find_config(start: Path) -> Path | None:
 
 
 def _read_toml(path: Path) -> dict:
+    import tomllib  # only a project with a config file pays for the parser
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
