@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,38 +21,13 @@ from nnlint.core.finding import Finding
 from nnlint.dynamic import probes
 from nnlint.dynamic.copies import Copies
 from nnlint.dynamic.nonfinite import NonFiniteOp, first_nonfinite_op
+from nnlint.dynamic.seeding import SEED, enter_worker, in_worker, reseed  # noqa: F401 (re-exported)
 from nnlint.dynamic.training import TrainedPasses, Trainer
 from nnlint.setup.resolve import training_optimizer
 from nnlint.setup.sites import site_for
 from nnlint.setup.specs import LossSpec, OptimizerSpec, Setup
 
-SEED = 1234
 CHECK_BUDGET = 20.0  # seconds per check; the shared passes count against the first check using them
-
-_worker = threading.local()  # `running` in a worker thread running a check alongside the others
-
-
-def in_worker() -> bool:
-    """Whether this thread runs a check alongside the others (`nnlint.dynamic.alongside`)."""
-    return getattr(_worker, "running", False)
-
-
-def enter_worker() -> None:
-    _worker.running = True
-
-
-def reseed(seed: int = SEED) -> None:
-    """Seed the global generators the checks draw from: the CPU's, and CUDA's once in use.
-
-    `torch.manual_seed` also queues a seed for every lazily started backend
-    (CUDA, XPU, MTIA) and records a stack trace for each, about 1.5 ms a call;
-    the checks reseed often enough for that to count.
-    """
-    if in_worker():
-        raise RuntimeError("a check running alongside the others cannot reseed the global RNG")
-    torch.default_generator.manual_seed(seed)
-    if torch.cuda.is_initialized():
-        torch.cuda.manual_seed_all(seed)
 
 
 class Skip(Exception):

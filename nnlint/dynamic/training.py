@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from nnlint.dynamic.seeding import in_worker, reseed
+
 # Enough for the gradient to pass a chain of a few zero-initialised layers.
 TRAINING_STEPS = 5
 
@@ -79,7 +81,6 @@ class Trainer:
         return TrainedPasses(model, flowing, grads, 0, diverged, stuck=not grads)
 
     def _advance(self, state: TrainedPasses) -> None:
-        from nnlint.dynamic.context import in_worker, reseed
 
         ctx, model = self.ctx, state.model
         cuda = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
