@@ -149,6 +149,22 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
             "help": "lowest severity that makes the exit code 1 (default warning)",
         },
     ),
+    ("fixes", ("--fix",), {"action": "store_true", "help": "apply the safe fixes"}),
+    (
+        "fixes",
+        ("--unsafe-fixes",),
+        {"action": "store_true", "help": "also offer and apply the fixes marked unsafe"},
+    ),
+    (
+        "fixes",
+        ("--diff",),
+        {"action": "store_true", "help": "print the fixes as a unified diff; change no file"},
+    ),
+    (
+        "fixes",
+        ("--fix-only",),
+        {"action": "store_true", "help": "apply fixes and report nothing of what is left"},
+    ),
     (
         "output",
         ("--format",),
@@ -362,16 +378,33 @@ def _run(argv: Sequence[str]) -> int:
         _write(rules_json(registry) if args.format == "json" else plain_list(registry), None)
         return EXIT_CLEAN
     settings = settings_from(args)
-    from nnlint.engine import run
+    if args.diff or args.fix_only:
+        return _fix_only(args, settings, registry)
+    fixed = 0
+    if args.fix:
+        from nnlint import fixing
 
-    result = run(settings, registry)
+        outcome = fixing.fix(settings, registry, args.unsafe_fixes)
+        fixing.write(outcome)
+        result, fixed = outcome.result, outcome.count
+    else:
+        from nnlint.engine import run
+
+        result = run(settings, registry)
     if not result.files and not settings.model:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
         print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
     color = args.format == "text" and not args.output_file and sys.stdout.isatty()
     text = render(
-        result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics
+        result,
+        registry,
+        args.format,
+        quiet=args.quiet,
+        color=color,
+        statistics=args.statistics,
+        unsafe_fixes=args.unsafe_fixes,
+        fixed=fixed,
     )
     _write(text, args.output_file)
     if any(f.code == "NN001" for f in result.findings):
@@ -380,6 +413,27 @@ def _run(argv: Sequence[str]) -> int:
         return EXIT_CLEAN
     failing = [f for f in result.findings if f.severity >= settings.fail_level]
     return EXIT_FINDINGS if failing else EXIT_CLEAN
+
+
+def _fix_only(args: argparse.Namespace, settings: Settings, registry) -> int:
+    """`--diff` prints what `--fix` would change and exits 1 if anything; `--fix-only`
+    applies the fixes and exits 0, reporting nothing of what is left (as ruff)."""
+    from nnlint import fixing
+
+    outcome = fixing.fix(settings, registry, args.unsafe_fixes)
+    if any(f.code == "NN001" for f in outcome.result.findings):
+        return EXIT_ERROR
+    n = outcome.count
+    noun = f"{n} finding{'s' if n != 1 else ''}"
+    if args.diff:
+        _write(fixing.unified_diff(outcome, settings.root), args.output_file)
+        if not args.quiet:
+            print(f"Would fix {noun}." if n else "No fixes available.", file=sys.stderr)
+        return EXIT_FINDINGS if n else EXIT_CLEAN
+    fixing.write(outcome)
+    if not args.quiet:
+        print(f"Fixed {noun}." if n else "No fixes available.", file=sys.stderr)
+    return EXIT_CLEAN
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,7 @@ class Result:
     root: Path = field(default_factory=Path.cwd)
     protection: str | None = None  # what contained the training script ("overlay + landlock")
     protection_detail: str | None = None  # the same, with what the kernel did not offer
+    sources: dict[str, str] = field(default_factory=dict)  # display path -> text not on disk
 
 
 def instantiate(rules: Sequence[type[Rule]], options: dict[str, dict]) -> list[Rule]:
@@ -53,17 +54,19 @@ def _cores() -> int:
 
 
 def _lint_files(
-    tasks: Sequence[tuple[Path, str]],
+    tasks: Sequence[tuple[Path, str, str | None]],
     settings: Settings,
     rules: Sequence[Rule],
     codes_options: tuple,
 ) -> list[list[Finding]]:
-    """The script findings of each (path, display path), in order."""
+    """The script findings of each (path, display path, text or None to read it), in order."""
     script_rules = [r for r in rules if r.kind is Phase.SCRIPT]
     jobs = min(settings.jobs or _cores(), len(tasks) // _MIN_FILES_PER_WORKER)
     if jobs <= 1:
         root, debug = settings.root, settings.debug
-        return [lint_file(path, display, script_rules, root, debug) for path, display in tasks]
+        return [
+            lint_file(p, display, script_rules, root, debug, text) for p, display, text in tasks
+        ]
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=get_context("fork"),
@@ -77,20 +80,20 @@ def _script_phase(
     files: Sequence[Path], settings: Settings, rules: Sequence[Rule], codes_options: tuple
 ) -> list[Finding]:
     """Script findings of every file: from the cache where the file is unchanged."""
-    tasks = [(f, display_path(f, settings.root)) for f in files]
-    if not settings.cache:
+    tasks = [(f, display_path(f, settings.root), settings.sources.get(f.resolve())) for f in files]
+    if not settings.cache or settings.sources:
         return [f for found in _lint_files(tasks, settings, rules, codes_options) for f in found]
     cache = ScriptCache(settings.root, run_key(settings.root, codes_options, settings.debug))
     findings: list[Finding] = []
     misses: list[tuple[Path, str, str | None]] = []
-    for path, display in tasks:
+    for path, display, _ in tasks:
         digest = content_hash(path)
         hit = cache.get(display, digest)
         if hit is None:
             misses.append((path, display, digest))
         else:
             findings.extend(hit)
-    linted = _lint_files([(p, d) for p, d, _ in misses], settings, rules, codes_options)
+    linted = _lint_files([(p, d, None) for p, d, _ in misses], settings, rules, codes_options)
     for (_, display, digest), found in zip(misses, linted, strict=True):
         findings.extend(found)
         cache.put(display, digest, found)
@@ -108,9 +111,9 @@ def _init_worker(codes_options: tuple, root: Path, debug: bool) -> None:
     _WORKER["debug"] = debug
 
 
-def _lint_in_worker(task: tuple[Path, str]) -> list[Finding]:
-    path, display = task
-    return lint_file(path, display, _WORKER["rules"], _WORKER["root"], _WORKER["debug"])
+def _lint_in_worker(task: tuple[Path, str, str | None]) -> list[Finding]:
+    path, display, text = task
+    return lint_file(path, display, _WORKER["rules"], _WORKER["root"], _WORKER["debug"], text)
 
 
 def _per_file_ignored(finding: Finding, settings: Settings, registry: Registry) -> bool:
@@ -140,7 +143,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     about: dict[str, str] = {}
 
     start = time.perf_counter()
-    files = collect_files(settings.paths, settings.exclude, settings.root)
+    files = collect_files(settings.paths, settings.exclude, settings.root, settings.sources)
     findings = _script_phase(files, settings, rules, codes_options)
     timings["script"] = time.perf_counter() - start
 
@@ -150,7 +153,8 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         with user_output(settings.verbose):
             findings.extend(run_model_phases(settings, rules, timings, about=about))
 
-    suppressor = Suppressor(settings.root)
+    texts = {display_path(p, settings.root): text for p, text in settings.sources.items()}
+    suppressor = Suppressor(settings.root, texts)
     findings = suppressor.apply(findings)
     enabled = {r.code for r in selected}
     checked = [display_path(f, settings.root) for f in files]
@@ -162,4 +166,6 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
-    return Result(findings, checked, codes, timings, settings.root, protection, detail)
+    result = Result(findings, checked, codes, timings, settings.root, protection, detail)
+    result.sources = texts
+    return result

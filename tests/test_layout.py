@@ -24,7 +24,7 @@ LAYERS = (
     ("nnlint.capture",),
     ("nnlint.pipeline",),
     ("nnlint.engine",),
-    ("nnlint.api", "nnlint.docs", "nnlint.report", "nnlint.rule"),
+    ("nnlint.api", "nnlint.docs", "nnlint.fixing", "nnlint.report", "nnlint.rule"),
     ("nnlint.testing", "nnlint.cli"),
     ("nnlint.__main__",),
 )

@@ -60,6 +60,9 @@ class Settings:
     cache: bool = True
     root: Path = field(default_factory=Path.cwd)
     config_path: Path | None = None
+    # Text to lint in place of a file's content (stdin, or a fix not yet written),
+    # keyed by the resolved path; such a path need not exist.
+    sources: dict[Path, str] = field(default_factory=dict)
 
 
 def _strings(key: str, value: Any) -> list[str]:

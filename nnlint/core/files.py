@@ -7,7 +7,7 @@ import io
 import os
 import stat
 import tokenize
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 
 from nnlint.core.config import DEFAULT_EXCLUDE
@@ -33,8 +33,14 @@ def is_excluded(path: Path, patterns: Iterable[str], root: Path) -> bool:
     return False
 
 
-def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> list[Path]:
-    """Files to lint, in a stable order. A missing path is a UsageError.
+def collect_files(
+    paths: Iterable[str],
+    exclude: Iterable[str],
+    root: Path,
+    in_memory: Container[Path] = (),
+) -> list[Path]:
+    """Files to lint, in a stable order. A missing path is a UsageError, unless its
+    text is `in_memory` (keyed by resolved path).
 
     Files named explicitly are linted even if excluded by the defaults, as with
     ruff; directories are walked for `*.py`, skipping the default and
@@ -45,6 +51,9 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)
+        if path.resolve() in in_memory:
+            found[path] = None
+            continue
         if path.is_symlink() and not path.exists():
             raise UsageError(f"{raw}: a symbolic link to nothing, or a loop of links")
         if not path.exists():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass
 
+from nnlint.core.fix import Fix
+
 
 class Severity(enum.IntEnum):
     """How bad a finding is; ordered so that `--fail-level` can compare."""
@@ -40,7 +42,8 @@ class Finding:
 
     `path` is as the user gave it (relative where possible); `line` and `column`
     are 1-based, as editors show them. `note` carries a second location or the
-    measured number behind the message.
+    measured number behind the message. `fix`, when present, resolves it
+    (`nnlint --fix`).
     """
 
     path: str
@@ -54,9 +57,11 @@ class Finding:
     end_line: int | None = None
     end_column: int | None = None
     note: str | None = None
+    fix: Fix | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["severity"] = str(self.severity)
         data["phase"] = str(self.phase)
+        data["fix"] = self.fix.to_dict() if self.fix else None
         return data

@@ -77,10 +77,11 @@ def lint_file(
     rules: Sequence[ScriptRule],
     project_root: Path | None = None,
     debug: bool = False,
+    source: str | None = None,
 ) -> list[Finding]:
-    """All script findings for one file, engine diagnostics included."""
+    """All script findings for one file (or `source` given for it), engine diagnostics included."""
     try:
-        source = read_source(path)
+        source = read_source(path) if source is None else source
     except OSError as exc:
         return [UnreadableFile.make(display, 1, 1, error=exc.strerror or str(exc))]
     except ValueError as exc:
