@@ -166,6 +166,21 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         {"action": "store_true", "help": "apply fixes and report nothing of what is left"},
     ),
     (
+        "adoption",
+        ("--add-noqa",),
+        {"action": "store_true", "help": "write `# noqa: CODE` on the line of each finding"},
+    ),
+    (
+        "adoption",
+        ("--baseline",),
+        {"metavar": "FILE", "help": "do not report the findings recorded in FILE"},
+    ),
+    (
+        "adoption",
+        ("--update-baseline",),
+        {"action": "store_true", "help": "record the current findings in the --baseline FILE"},
+    ),
+    (
         "output",
         ("--format",),
         {"choices": FORMATS, "default": "text", "help": "output format (default text)"},
@@ -279,6 +294,8 @@ def _apply_selection(settings: Settings, args: argparse.Namespace) -> None:
         settings.per_file_ignores.setdefault(pattern, []).extend(codes)
     if args.fail_level:
         settings.fail_level = Severity.parse(args.fail_level)
+    if args.baseline:
+        settings.baseline = Path(args.baseline)
 
 
 def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
@@ -378,6 +395,8 @@ def _run(argv: Sequence[str]) -> int:
         _write(rules_json(registry) if args.format == "json" else plain_list(registry), None)
         return EXIT_CLEAN
     settings = settings_from(args)
+    if args.add_noqa or args.update_baseline:
+        return _adopt(args, settings, registry)
     if args.diff or args.fix_only:
         return _fix_only(args, settings, registry)
     fixed = 0
@@ -413,6 +432,31 @@ def _run(argv: Sequence[str]) -> int:
         return EXIT_CLEAN
     failing = [f for f in result.findings if f.severity >= settings.fail_level]
     return EXIT_FINDINGS if failing else EXIT_CLEAN
+
+
+def _adopt(args: argparse.Namespace, settings: Settings, registry) -> int:
+    """`--add-noqa` and `--update-baseline`: record today's findings, exit 0."""
+    if args.update_baseline:
+        from nnlint.core import baseline
+        from nnlint.engine import run
+
+        target, settings.baseline = settings.baseline, None
+        if target is None:
+            raise UsageError(
+                "--update-baseline needs --baseline FILE (or `baseline` in the config)"
+            )
+        result = run(settings, registry)
+        prints = baseline.Fingerprints(settings.root, target.parent, result.sources)
+        n = baseline.write(target, result.findings, prints)
+        print(f"nnlint: recorded {n} finding{'s' if n != 1 else ''} in {target}", file=sys.stderr)
+        return EXIT_CLEAN
+    from nnlint import fixing
+
+    outcome = fixing.with_noqa(settings, registry)
+    fixing.write(outcome)
+    n = outcome.count
+    print(f"Added {n} noqa directive{'s' if n != 1 else ''}.", file=sys.stderr)
+    return EXIT_CLEAN
 
 
 def _fix_only(args: argparse.Namespace, settings: Settings, registry) -> int:

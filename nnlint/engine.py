@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from nnlint.core import baseline
 from nnlint.core.cache import ScriptCache, content_hash, run_key
 from nnlint.core.config import Settings, validate_rule_options
 from nnlint.core.files import collect_files, display_path
@@ -163,6 +164,9 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     findings = [
         f for f in findings if f.code in enabled and not _per_file_ignored(f, settings, registry)
     ]
+    if settings.baseline is not None:
+        prints = baseline.Fingerprints(settings.root, settings.baseline.parent, texts)
+        findings = baseline.without_recorded(findings, baseline.load(settings.baseline), prints)
     findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnlint.core.addnoqa import add_noqa
 from nnlint.core.config import Settings
 from nnlint.core.files import display_path, read_source
 from nnlint.core.finding import Finding, Phase
@@ -76,15 +77,17 @@ def apply_fixes(text: str, path: Path, findings: Sequence[Finding]) -> tuple[str
     return (apply_edits(text, edits) if accepted else text), accepted
 
 
-def _carried(old: Iterable[Finding], fresh: Sequence[Finding], edits: list) -> list[Finding]:
-    """The first round's model-phase findings of a changed file, moved with the edits.
+def _carried(old: Iterable[Finding], fresh: Sequence[Finding], used: list) -> list[Finding]:
+    """The first round's model-phase findings of a changed file that its fixes left,
+    moved with the edits.
 
     Script findings come fresh from linting the new text; so do the engine
     diagnostics of the script phase, which the fresh ones reproduce.
     """
     kept = []
+    edits = [e for f in used for e in f.fix.edits]
     for f in old:
-        if f.phase is Phase.SCRIPT:
+        if f.phase is Phase.SCRIPT or f in used:
             continue
         if f.phase is Phase.ENGINE and any(
             g.code == f.code and g.message == f.message for g in fresh
@@ -126,7 +129,7 @@ def fix(settings: Settings, registry: Registry, unsafe: bool = False) -> FixOutc
                 outcome.originals.setdefault(path, before)
                 outcome.texts[path] = after
                 outcome.fixed.update(f.code for f in used)
-                changed[path] = [e for f in used for e in f.fix.edits]
+                changed[path] = used
         if not changed:
             break
         again = dataclasses.replace(
@@ -139,10 +142,10 @@ def fix(settings: Settings, registry: Registry, unsafe: bool = False) -> FixOutc
         )
         fresh = run(again, registry)
         keep = [f for f in findings if (settings.root / f.path).resolve() not in changed]
-        for path, edits in changed.items():
+        for path, used in changed.items():
             shown = display_path(path, settings.root)
             old = [f for f in findings if f.path == shown]
-            keep += _carried(old, fresh.findings, edits)
+            keep += _carried(old, fresh.findings, used)
         findings = keep + fresh.findings
     else:
         outcome.converged = False
@@ -151,6 +154,29 @@ def fix(settings: Settings, registry: Registry, unsafe: bool = False) -> FixOutc
     result.sources.update(
         {display_path(p, settings.root): text for p, text in outcome.texts.items()}
     )
+    return outcome
+
+
+def with_noqa(settings: Settings, registry: Registry) -> FixOutcome:
+    """`--add-noqa`: each linted file with a `# noqa` for its findings (nothing written)."""
+    result = run(settings, registry)
+    outcome = FixOutcome(result)
+    linted = {(settings.root / p).resolve() for p in result.files}
+    by_path: dict[Path, list[Finding]] = {}
+    for f in result.findings:
+        path = (settings.root / f.path).resolve()
+        if path in linted:
+            by_path.setdefault(path, []).append(f)
+    for path, found in by_path.items():
+        before = settings.sources.get(path)
+        try:
+            before = read_source(path) if before is None else before
+        except (OSError, ValueError):
+            continue
+        after, lines = add_noqa(before, found)
+        if lines and compiles(after, path):
+            outcome.originals[path], outcome.texts[path] = before, after
+            outcome.fixed["noqa"] += lines
     return outcome
 
 

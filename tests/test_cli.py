@@ -133,7 +133,9 @@ def test_json_output_is_one_complete_document(cli, write):
         "end_column": 21,
         "phase": "script",
         "note": "loop at line 5",
+        "fix": finding["fix"],
     }
+    assert finding["fix"]["applicability"] == "unsafe"
 
 
 def test_json_output_is_absent_on_usage_error(cli, write):

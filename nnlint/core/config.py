@@ -63,6 +63,7 @@ class Settings:
     # Text to lint in place of a file's content (stdin, or a fix not yet written),
     # keyed by the resolved path; such a path need not exist.
     sources: dict[Path, str] = field(default_factory=dict)
+    baseline: Path | None = None  # findings recorded there are not reported
 
 
 def _strings(key: str, value: Any) -> list[str]:
@@ -161,6 +162,7 @@ _KEYS = {
     "device": ("device", _string),
     "capture-timeout": ("capture_timeout", _number),
     "cache": ("cache", _boolean),
+    "baseline": ("baseline", _string),
 }
 
 
@@ -205,6 +207,8 @@ def load_config(path: Path) -> dict[str, Any]:
         attr, validate = _KEYS[key]
         values[attr] = validate(key, value)
     base = path.parent
+    if "baseline" in values:
+        values["baseline"] = base / values["baseline"]
     for attr in ("paths", "script"):
         if attr in values:
             rel = values[attr]
