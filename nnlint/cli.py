@@ -185,6 +185,11 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         ("--format",),
         {"choices": FORMATS, "default": "text", "help": "output format (default text)"},
     ),
+    (
+        "other",
+        ("--stdin-filename",),
+        {"metavar": "PATH", "help": "lint stdin as this file (its config, its display name)"},
+    ),
     ("output", ("-o", "--output-file"), {"metavar": "PATH", "help": "write the report to a file"}),
     ("output", ("--statistics",), {"action": "store_true", "help": "count findings per rule"}),
     (
@@ -269,7 +274,8 @@ def _config_file(args: argparse.Namespace) -> Path | None:
         if not path.is_file():
             raise UsageError(f"--config {args.config}: no such file")
         return path
-    return None if args.isolated else find_config(Path.cwd())
+    start = Path(args.stdin_filename).resolve().parent if args.stdin_filename else Path.cwd()
+    return None if args.isolated else find_config(start)
 
 
 def _model_kwargs(text: str) -> dict:
@@ -310,11 +316,30 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     settings.capture = settings.capture and not args.no_capture
-    settings.static_only = args.static_only
+    settings.static_only = args.static_only or bool(settings.sources)
     settings.dynamic = not args.no_dynamic
     settings.verbose = args.verbose
     settings.debug = args.debug
     settings.cache = settings.cache and not args.no_cache
+
+
+def _reads_stdin(args: argparse.Namespace) -> bool:
+    return args.paths == ["-"] or (bool(args.stdin_filename) and not args.paths)
+
+
+def _take_stdin(settings: Settings, args: argparse.Namespace) -> None:
+    """Source from stdin, linted by the script rules as if it were `--stdin-filename`."""
+    from nnlint.core.files import decode_source
+
+    try:
+        text = decode_source(sys.stdin.buffer.read())
+    except ValueError as exc:
+        raise UsageError(f"stdin: {exc}") from None
+    name = args.stdin_filename or "-"
+    settings.paths = [name]
+    settings.sources = {Path(name).resolve(): text}
+    settings.model = None
+    settings.static_only = True
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -325,7 +350,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         for key, value in load_config(config_path).items():
             setattr(settings, key, value)
         settings.config_path = config_path
-    if args.paths:
+    if _reads_stdin(args):
+        _take_stdin(settings, args)
+    elif args.paths:
         settings.paths = list(args.paths)
     elif not settings.paths:
         settings.paths = ["."]
@@ -337,7 +364,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             settings.script = scripts[0]
     elif not Path(settings.script).is_file():
         raise UsageError(f"--script {settings.script}: no such file")
-    if settings.model and not args.static_only:
+    if settings.model and not settings.static_only:
         from nnlint.setup.overrides import check_overrides
 
         check_overrides(settings)
@@ -404,7 +431,7 @@ def _run(argv: Sequence[str]) -> int:
         from nnlint import fixing
 
         outcome = fixing.fix(settings, registry, args.unsafe_fixes)
-        fixing.write(outcome)
+        _deliver(outcome, settings)
         result, fixed = outcome.result, outcome.count
     else:
         from nnlint.engine import run
@@ -425,7 +452,10 @@ def _run(argv: Sequence[str]) -> int:
         unsafe_fixes=args.unsafe_fixes,
         fixed=fixed,
     )
-    _write(text, args.output_file)
+    if args.fix and settings.sources and not args.output_file:
+        sys.stderr.write(text)  # stdout holds the fixed source
+    else:
+        _write(text, args.output_file)
     if any(f.code == "NN001" for f in result.findings):
         return EXIT_ERROR
     if args.exit_zero:
@@ -459,6 +489,17 @@ def _adopt(args: argparse.Namespace, settings: Settings, registry) -> int:
     return EXIT_CLEAN
 
 
+def _deliver(outcome, settings: Settings) -> None:
+    """Write the fixed files; for stdin, print the fixed source (as ruff, for editors)."""
+    from nnlint import fixing
+
+    if not settings.sources:
+        fixing.write(outcome)
+        return
+    for path, original in settings.sources.items():
+        _write(outcome.texts.get(path, original), None)
+
+
 def _fix_only(args: argparse.Namespace, settings: Settings, registry) -> int:
     """`--diff` prints what `--fix` would change and exits 1 if anything; `--fix-only`
     applies the fixes and exits 0, reporting nothing of what is left (as ruff)."""
@@ -474,7 +515,7 @@ def _fix_only(args: argparse.Namespace, settings: Settings, registry) -> int:
         if not args.quiet:
             print(f"Would fix {noun}." if n else "No fixes available.", file=sys.stderr)
         return EXIT_FINDINGS if n else EXIT_CLEAN
-    fixing.write(outcome)
+    _deliver(outcome, settings)
     if not args.quiet:
         print(f"Fixed {noun}." if n else "No fixes available.", file=sys.stderr)
     return EXIT_CLEAN

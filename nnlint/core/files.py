@@ -101,7 +101,11 @@ def read_source(path: Path) -> str:
     mode = path.stat().st_mode
     if not stat.S_ISREG(mode):
         raise ValueError("not a regular file" + (" (a FIFO)" if stat.S_ISFIFO(mode) else ""))
-    data = path.read_bytes()
+    return decode_source(path.read_bytes())
+
+
+def decode_source(data: bytes) -> str:
+    """Source bytes as text, honouring PEP 263; ValueError with a readable reason."""
     if b"\x00" in data:
         raise ValueError("binary file (contains NUL bytes)")
     try:
