@@ -142,6 +142,31 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         },
     ),
     (
+        "file selection",
+        ("--extend-exclude",),
+        {"type": "csv", "action": "append", "metavar": "GLOBS", "help": "more paths to skip"},
+    ),
+    (
+        "file selection",
+        ("--force-exclude",),
+        {"action": "store_true", "help": "apply exclusions to paths given explicitly too"},
+    ),
+    (
+        "file selection",
+        ("--no-respect-gitignore",),
+        {"action": "store_true", "help": "also lint what .gitignore files ignore"},
+    ),
+    (
+        "file selection",
+        ("--show-files",),
+        {"action": "store_true", "help": "list the files that would be linted and exit"},
+    ),
+    (
+        "file selection",
+        ("--show-settings",),
+        {"action": "store_true", "help": "print the settings in effect and exit"},
+    ),
+    (
         "rule selection",
         ("--fail-level",),
         {
@@ -296,6 +321,9 @@ def _apply_selection(settings: Settings, args: argparse.Namespace) -> None:
     settings.extend_select += _flatten(args.extend_select) or []
     settings.ignore += _flatten(args.ignore) or []
     settings.exclude += _flatten(args.exclude) or []
+    settings.extend_exclude += _flatten(args.extend_exclude) or []
+    settings.force_exclude = settings.force_exclude or args.force_exclude
+    settings.respect_gitignore = settings.respect_gitignore and not args.no_respect_gitignore
     for pattern, codes in _per_file(args.per_file_ignores or []).items():
         settings.per_file_ignores.setdefault(pattern, []).extend(codes)
     if args.fail_level:
@@ -422,6 +450,8 @@ def _run(argv: Sequence[str]) -> int:
         _write(rules_json(registry) if args.format == "json" else plain_list(registry), None)
         return EXIT_CLEAN
     settings = settings_from(args)
+    if args.show_files or args.show_settings:
+        return _show(args, settings)
     if args.add_noqa or args.update_baseline:
         return _adopt(args, settings, registry)
     if args.diff or args.fix_only:
@@ -462,6 +492,24 @@ def _run(argv: Sequence[str]) -> int:
         return EXIT_CLEAN
     failing = [f for f in result.findings if f.severity >= settings.fail_level]
     return EXIT_FINDINGS if failing else EXIT_CLEAN
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    """`--show-files`: one linted path a line; `--show-settings`: the merged settings."""
+    from nnlint.core.files import display_path
+    from nnlint.engine import select_files
+
+    if args.show_files:
+        files = [display_path(p, settings.root) for p in select_files(settings)]
+        _write("".join(f"{f}\n" for f in files), args.output_file)
+        return EXIT_CLEAN
+    shown = {
+        key: (str(value) if isinstance(value, Path | Severity) else value)
+        for key, value in vars(settings).items()
+        if key != "sources"
+    }
+    _write(json.dumps(shown, indent=2, default=str) + "\n", args.output_file)
+    return EXIT_CLEAN
 
 
 def _adopt(args: argparse.Namespace, settings: Settings, registry) -> int:

@@ -19,6 +19,7 @@ from nnlint.core.cache import ScriptCache, content_hash, run_key
 from nnlint.core.config import Settings, validate_rule_options
 from nnlint.core.files import collect_files, display_path
 from nnlint.core.finding import Finding, Phase
+from nnlint.core.gitignore import GitIgnore
 from nnlint.core.registry import Registry, load_registry
 from nnlint.core.rule import Rule
 from nnlint.core.suppress import Suppressor
@@ -128,6 +129,18 @@ def _per_file_ignored(finding: Finding, settings: Settings, registry: Registry) 
     return False
 
 
+def select_files(settings: Settings) -> list[Path]:
+    """The files a run lints (`--show-files` prints them)."""
+    return collect_files(
+        settings.paths,
+        [*settings.exclude, *settings.extend_exclude],
+        settings.root,
+        settings.sources,
+        gitignore=GitIgnore(settings.root) if settings.respect_gitignore else None,
+        force_exclude=settings.force_exclude,
+    )
+
+
 def run(settings: Settings, registry: Registry | None = None) -> Result:
     """Lint what `settings` names. Raises UsageError when nnlint cannot start."""
     registry = registry or load_registry()
@@ -144,7 +157,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     about: dict[str, str] = {}
 
     start = time.perf_counter()
-    files = collect_files(settings.paths, settings.exclude, settings.root, settings.sources)
+    files = select_files(settings)
     findings = _script_phase(files, settings, rules, codes_options)
     timings["script"] = time.perf_counter() - start
 

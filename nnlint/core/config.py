@@ -34,6 +34,9 @@ class Settings:
 
     paths: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    extend_exclude: list[str] = field(default_factory=list)
+    respect_gitignore: bool = True
+    force_exclude: bool = False  # exclusions apply to paths named explicitly too
     select: list[str] | None = None
     ignore: list[str] = field(default_factory=list)
     extend_select: list[str] = field(default_factory=list)
@@ -144,6 +147,9 @@ WALL_FACTOR = 4.0
 _KEYS = {
     "paths": ("paths", _strings),
     "exclude": ("exclude", _strings),
+    "extend-exclude": ("extend_exclude", _strings),
+    "respect-gitignore": ("respect_gitignore", _boolean),
+    "force-exclude": ("force_exclude", _boolean),
     "select": ("select", _strings),
     "ignore": ("ignore", _strings),
     "extend-select": ("extend_select", _strings),

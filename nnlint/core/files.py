@@ -7,11 +7,12 @@ import io
 import os
 import stat
 import tokenize
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 
 from nnlint.core.config import DEFAULT_EXCLUDE
 from nnlint.core.errors import UsageError
+from nnlint.core.gitignore import GitIgnore
 
 
 def display_path(path: Path, root: Path | None = None) -> str:
@@ -38,19 +39,32 @@ def collect_files(
     exclude: Iterable[str],
     root: Path,
     in_memory: Container[Path] = (),
+    *,
+    gitignore: GitIgnore | None = None,
+    force_exclude: bool = False,
 ) -> list[Path]:
     """Files to lint, in a stable order. A missing path is a UsageError, unless its
     text is `in_memory` (keyed by resolved path).
 
     Files named explicitly are linted even if excluded by the defaults, as with
-    ruff; directories are walked for `*.py`, skipping the default and
-    configured exclusions.
+    ruff, unless `force_exclude` (which pre-commit hooks pass, since they name
+    every changed file): then a path is skipped when it, or a folder above it
+    under `root`, is excluded or git-ignored. Directories are walked for `*.py`,
+    skipping the default and configured exclusions and what `gitignore` ignores.
     """
     user_exclude = list(exclude)
     walk_exclude = [*DEFAULT_EXCLUDE, *user_exclude]
+
+    def skipped(entry: Path) -> bool:
+        if is_excluded(entry, walk_exclude, root) or is_venv(entry):
+            return True
+        return gitignore is not None and gitignore.ignored(entry)
+
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)
+        if force_exclude and _forced_out(path, root, skipped):
+            continue
         if path.resolve() in in_memory:
             found[path] = None
             continue
@@ -64,20 +78,26 @@ def collect_files(
             continue
         for folder, dirnames, filenames in os.walk(path):
             here = Path(folder)
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if not is_excluded(here / d, walk_exclude, root) and not is_venv(here / d)
-            )
+            dirnames[:] = sorted(d for d in dirnames if not skipped(here / d))
             for name in sorted(filenames):
                 file = here / name
-                if (
-                    name.endswith((".py", ".pyi"))
-                    and not is_excluded(file, walk_exclude, root)
-                    and _is_regular(file)
-                ):
+                if name.endswith((".py", ".pyi")) and _is_regular(file) and not skipped(file):
                     found[file] = None
     return list(found)
+
+
+def _forced_out(path: Path, root: Path, skipped: Callable[[Path], bool]) -> bool:
+    """Whether `path` or a folder between it and `root` is skipped (`--force-exclude`)."""
+    try:
+        inside = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return skipped(path)
+    entry = root
+    for part in inside.parts:
+        entry = entry / part
+        if skipped(entry):
+            return True
+    return False
 
 
 def is_venv(folder: Path) -> bool:
