@@ -207,7 +207,7 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ),
     (
         "output",
-        ("--format",),
+        ("--format", "--output-format"),
         {"choices": FORMATS, "default": "text", "help": "output format (default text)"},
     ),
     (
@@ -220,7 +220,7 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     (
         "output",
         ("-q", "--quiet"),
-        {"action": "store_true", "help": "print findings only, no summary"},
+        {"action": "store_true", "help": "print findings only: no summary, no progress"},
     ),
     (
         "output",
@@ -348,7 +348,21 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     settings.dynamic = not args.no_dynamic
     settings.verbose = args.verbose
     settings.debug = args.debug
+    settings.quiet = args.quiet
     settings.cache = settings.cache and not args.no_cache
+
+
+def _styles(args: argparse.Namespace) -> tuple[bool, bool]:
+    """(full text with source lines, colour) for `--format text`.
+
+    A terminal gets both; `FORCE_COLOR` gets both in a pipe too (CI logs), and
+    `NO_COLOR` (no-color.org: any non-empty value) turns colour off, not the
+    source lines. A report written to a file is plain.
+    """
+    if args.format != "text" or args.output_file:
+        return False, False
+    full = sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
+    return full, full and not os.environ.get("NO_COLOR")
 
 
 def _reads_stdin(args: argparse.Namespace) -> bool:
@@ -471,13 +485,14 @@ def _run(argv: Sequence[str]) -> int:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
         print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
-    color = args.format == "text" and not args.output_file and sys.stdout.isatty()
+    full, color = _styles(args)
     text = render(
         result,
         registry,
         args.format,
         quiet=args.quiet,
         color=color,
+        full=full,
         statistics=args.statistics,
         unsafe_fixes=args.unsafe_fixes,
         fixed=fixed,
@@ -486,6 +501,10 @@ def _run(argv: Sequence[str]) -> int:
         sys.stderr.write(text)  # stdout holds the fixed source
     else:
         _write(text, args.output_file)
+    if settings.debug and not full:
+        for f in result.findings:
+            if f.code == "NN001" and f.note:  # the traceback, which only full text shows
+                print(f"{f.path}:{f.line}: {f.code} {f.message}\n{f.note}", file=sys.stderr)
     if any(f.code == "NN001" for f in result.findings):
         return EXIT_ERROR
     if args.exit_zero:

@@ -5,6 +5,7 @@ Data flows one way: settings in, a `Result` out. Nothing here prints or exits.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import time
@@ -180,6 +181,9 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     if settings.baseline is not None:
         prints = baseline.Fingerprints(settings.root, settings.baseline.parent, texts)
         findings = baseline.without_recorded(findings, baseline.load(settings.baseline), prints)
+    # A fix may only touch the files being linted (a graph finding's model source may not be).
+    linted = set(checked)
+    findings = [f if f.path in linted else dataclasses.replace(f, fix=None) for f in findings]
     findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")

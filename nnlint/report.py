@@ -53,13 +53,15 @@ def summary_line(findings: Sequence[Finding], fixed: int = 0) -> str:
 
 
 def fixable_line(findings: Sequence[Finding], unsafe: bool = False) -> str | None:
-    """'[*] 2 fixable with `--fix` (1 more with `--unsafe-fixes`).', or None."""
+    """'[*] 2 fixable with `--fix` (1 more with `--fix --unsafe-fixes`).', or None."""
     safe = sum(1 for f in findings if f.fix is not None and f.fix.safe)
     risky = sum(1 for f in findings if f.fix is not None and not f.fix.safe)
     if unsafe:
         return f"[*] {safe + risky} fixable with `--fix --unsafe-fixes`." if safe + risky else None
     if not safe and not risky:
         return None
+    if not safe:
+        return f"No safe fixes ({risky} fixable with `--fix --unsafe-fixes`)."
     more = f" ({risky} more with `--fix --unsafe-fixes`)" if risky else ""
     return f"[*] {safe} fixable with `--fix`{more}."
 
@@ -277,14 +279,16 @@ def render(
     *,
     quiet: bool = False,
     color: bool = False,
+    full: bool | None = None,
     statistics: bool = False,
     unsafe_fixes: bool = False,
     fixed: int = 0,
 ) -> str:
-    """The report; `unsafe_fixes` marks unsafe fixes `[*]` too, `fixed` counts what `--fix` did."""
+    """The report. `full` text shows source lines (by default when `color`);
+    `unsafe_fixes` marks unsafe fixes `[*]` too; `fixed` counts what `--fix` did."""
     if statistics and output_format in ("text", "concise"):
         return format_statistics(result, registry)
-    if output_format == "text" and color:
+    if output_format == "text" and (color if full is None else full):
         return format_text(result, quiet, color, unsafe=unsafe_fixes, fixed=fixed)
     if output_format in ("text", "concise"):
         return format_concise(result, quiet, unsafe_fixes, fixed)

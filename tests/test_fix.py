@@ -157,8 +157,10 @@ def test_graph_fix_edits_the_model_source_only_when_it_is_linted(cli, write):
     model = write("net.py", MODEL)
     write("train.py", "import torch\n")
     flags = ("--no-cache", "--no-dynamic", "--input-shape", "3,8,8", "--model", "net.py:Net")
+    found = json.loads(cli(*flags, "--format", "json", "train.py").out)["findings"]
+    assert [f["fix"] for f in found if f["code"] == "NN101"] == [None]  # net.py is not linted
     cli(*flags, "--fix", "--unsafe-fixes", "train.py")
-    assert model.read_text() == MODEL  # not in the linted set
+    assert model.read_text() == MODEL
     run = cli(*flags, "--fix", "--unsafe-fixes", "net.py")
     assert "self.conv = nn.Conv2d(3, 8, 3, bias=False)" in model.read_text()
     assert "NN101" not in run.out

@@ -60,6 +60,7 @@ class Settings:
     jobs: int | None = None
     verbose: bool = False
     debug: bool = False
+    quiet: bool = False  # no progress bars
     cache: bool = True
     root: Path = field(default_factory=Path.cwd)
     config_path: Path | None = None
