@@ -353,16 +353,17 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _styles(args: argparse.Namespace) -> tuple[bool, bool]:
-    """(full text with source lines, colour) for `--format text`.
+    """(full text with source lines, colour) for `--format text` and `full`.
 
     A terminal gets both; `FORCE_COLOR` gets both in a pipe too (CI logs), and
     `NO_COLOR` (no-color.org: any non-empty value) turns colour off, not the
-    source lines. A report written to a file is plain.
+    source lines. A report written to a file is plain (`full` keeps its lines).
     """
-    if args.format != "text" or args.output_file:
+    if args.format not in ("text", "full"):
         return False, False
-    full = sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
-    return full, full and not os.environ.get("NO_COLOR")
+    terminal = not args.output_file and (sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR")))
+    full = terminal or args.format == "full"
+    return full, terminal and not os.environ.get("NO_COLOR")
 
 
 def _reads_stdin(args: argparse.Namespace) -> bool:
@@ -414,13 +415,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _explain(target: str) -> str:
+    """`nnlint rule CODE|NAME|PREFIX|--all`: each rule's documentation and its URL."""
     from nnlint.core.registry import load_registry
     from nnlint.docs import explain
 
-    rule = load_registry().lookup(target)
-    if rule is None:
-        raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)")
-    return explain(rule)
+    registry = load_registry()
+    rule = registry.lookup(target)
+    if rule is not None:
+        rules = [rule]
+    elif target == "--all":
+        rules = list(registry.rules)
+    else:
+        try:
+            rules = registry.matching(target)
+        except UsageError:
+            raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)") from None
+    return "\n".join(f"{explain(r)}\nDocumentation: {r.url()}\n" for r in rules)
 
 
 def _write(text: str, output_file: str | None) -> None:
@@ -443,13 +453,13 @@ def _run(argv: Sequence[str]) -> int:
     argv = list(argv)
     if len(argv) >= 1 and argv[0] == "rule":
         if len(argv) != 2:
-            raise UsageError("usage: nnlint rule CODE|NAME")
+            raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
         _write(_explain(argv[1]), None)
         return EXIT_CLEAN
     args = build_parser().parse_args(argv)
     if args.paths and args.paths[0] == "rule" and not Path("rule").exists():
         if len(args.paths) != 2:
-            raise UsageError("usage: nnlint rule CODE|NAME")
+            raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
         _write(_explain(args.paths[1]), None)
         return EXIT_CLEAN
     if args.explain:

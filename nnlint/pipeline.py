@@ -29,10 +29,16 @@ from nnlint.dynamic.phase import dynamic_phase
 from nnlint.graph.phase import run_graph_phase
 from nnlint.script.losses import loss_kind, loss_kind_in_script
 from nnlint.setup.inputs import Batch, as_batch, provide_batch
-from nnlint.setup.load import definition_site, load_model, require_torch, search_dirs
+from nnlint.setup.load import (
+    TargetSpec,
+    definition_site,
+    load_model,
+    require_torch,
+    search_dirs,
+)
 from nnlint.setup.preserve import global_rngs
 from nnlint.setup.resolve import resolve
-from nnlint.setup.sandbox import guarded
+from nnlint.setup.sandbox import cache_dirs, guarded
 from nnlint.setup.sites import Site, recording, user_site
 
 
@@ -75,11 +81,21 @@ def run_model_phases(
     about = {} if about is None else about
     cwd = os.getcwd()  # model code may chdir; nnlint's own paths are relative to it
     try:
-        with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox):
+        guard = {"shared": [tempfile.gettempdir(), *cache_dirs()], "protect": project(settings)}
+        with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox, **guard):
             with global_rngs():
                 return _run_phases(settings, rules, timings, caller, about, sandbox)
     finally:
         os.chdir(cwd)
+
+
+def project(settings: Any) -> list[str]:
+    """The user's folders: never writable, even where they lie under the temp folder."""
+    dirs = [os.getcwd(), *map(str, search_dirs(settings))]
+    module = (getattr(settings, "model", None) or "").rpartition(":")[0]
+    if module and TargetSpec(module, module, "").is_file:
+        dirs.append(os.path.dirname(os.path.abspath(module)))
+    return dirs
 
 
 def _load(

@@ -1,4 +1,6 @@
-"""Turn a `Result` into text, concise, JSON, SARIF or GitHub annotations.
+"""Turn a `Result` into text, full, concise, JSON, SARIF or GitHub annotations.
+
+The CI services' own formats (GitLab, JUnit, JSON lines) are in `nnlint.ci_formats`.
 
 Every formatter returns one string, so the CLI writes a whole document or nothing.
 """
@@ -9,15 +11,23 @@ import io
 import json
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 from nnlint import __version__
+from nnlint.ci_formats import (
+    finding_record,
+    format_gitlab,
+    format_json_lines,
+    format_junit,
+    repository_path,
+    repository_root,
+)
 from nnlint.core.files import read_source
 from nnlint.core.finding import Finding, Severity
+from nnlint.core.fingerprint import fingerprints
 from nnlint.core.registry import Registry
 from nnlint.engine import Result
 
-FORMATS = ("text", "concise", "json", "sarif", "github")
+FORMATS = ("text", "full", "concise", "json", "json-lines", "sarif", "github", "gitlab", "junit")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
@@ -143,30 +153,11 @@ def format_text(
     return buffer.getvalue()
 
 
-def format_json(result: Result) -> str:
+def format_json(result: Result, registry: Registry) -> str:
     counts = Counter(f.severity for f in result.findings)
     document = {
         "version": __version__,
-        "findings": [
-            {
-                key: f.to_dict()[key]
-                for key in (
-                    "code",
-                    "name",
-                    "severity",
-                    "message",
-                    "path",
-                    "line",
-                    "column",
-                    "end_line",
-                    "end_column",
-                    "phase",
-                    "note",
-                    "fix",
-                )
-            }
-            for f in result.findings
-        ],
+        "findings": [finding_record(f, registry) for f in result.findings],
         "summary": {
             "total": len(result.findings),
             "by_severity": {str(s): counts[s] for s in Severity},
@@ -185,6 +176,7 @@ def _sarif_rule(rule: type) -> dict:
         "id": rule.code,
         "name": rule.name,
         "shortDescription": {"text": rule.summary()},
+        "helpUri": rule.url(),
         "fullDescription": {"text": rule.docs() or rule.summary()},
         "help": {
             "text": rule.docs() or rule.summary(),
@@ -202,8 +194,10 @@ def format_sarif(result: Result, registry: Registry) -> str:
     used = sorted({f.code for f in result.findings} | set(result.rules))
     index = {code: i for i, code in enumerate(used)}
     descriptors = [_sarif_rule(registry.by_code[code]) for code in used]
+    repository = repository_root(result.root)
     results = []
-    for f in result.findings:
+    prints = fingerprints(result.findings, result.root)
+    for f, print_ in zip(result.findings, prints, strict=True):
         region = {"startLine": f.line, "startColumn": f.column}
         if f.end_line:
             region["endLine"] = f.end_line
@@ -217,11 +211,15 @@ def format_sarif(result: Result, registry: Registry) -> str:
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": Path(f.path).as_posix()},
+                        "artifactLocation": {
+                            "uri": repository_path(f.path, result.root, repository),
+                            "uriBaseId": "%SRCROOT%",
+                        },
                         "region": region,
                     }
                 }
             ],
+            "partialFingerprints": {"nnlint/v1": print_},
         }
         results.append(item)
     document = {
@@ -237,6 +235,7 @@ def format_sarif(result: Result, registry: Registry) -> str:
                         "rules": descriptors,
                     }
                 },
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": repository.as_uri() + "/"}},
                 "results": results,
             }
         ],
@@ -252,10 +251,13 @@ def _gh_escape(text: str, prop: bool = False) -> str:
 
 
 def format_github(result: Result) -> str:
+    """Workflow commands; GitHub places them by the path from the repository root."""
     level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+    repository = repository_root(result.root)
     lines = []
     for f in result.findings:
-        props = [f"file={_gh_escape(f.path, True)}", f"line={f.line}", f"col={f.column}"]
+        path = repository_path(f.path, result.root, repository)
+        props = [f"file={_gh_escape(path, True)}", f"line={f.line}", f"col={f.column}"]
         if f.end_line:
             props.append(f"endLine={f.end_line}")
         if f.end_column and f.end_line == f.line:
@@ -286,14 +288,17 @@ def render(
 ) -> str:
     """The report. `full` text shows source lines (by default when `color`);
     `unsafe_fixes` marks unsafe fixes `[*]` too; `fixed` counts what `--fix` did."""
-    if statistics and output_format in ("text", "concise"):
+    if statistics and output_format in ("text", "full", "concise"):
         return format_statistics(result, registry)
-    if output_format == "text" and (color if full is None else full):
+    if output_format == "full" or (output_format == "text" and (color if full is None else full)):
         return format_text(result, quiet, color, unsafe=unsafe_fixes, fixed=fixed)
     if output_format in ("text", "concise"):
         return format_concise(result, quiet, unsafe_fixes, fixed)
     if output_format == "json":
-        return format_json(result)
+        return format_json(result, registry)
     if output_format == "sarif":
         return format_sarif(result, registry)
-    return format_github(result)
+    if output_format == "github":
+        return format_github(result)
+    writers = {"json-lines": format_json_lines, "gitlab": format_gitlab, "junit": format_junit}
+    return writers[output_format](result, registry)

@@ -134,6 +134,7 @@ def test_json_output_is_one_complete_document(cli, write):
         "phase": "script",
         "note": "loop at line 5",
         "fix": finding["fix"],
+        "url": "https://github.com/nnlint/nnlint/blob/main/docs/rules.md#nn201-missing-zero-grad",
     }
     assert finding["fix"]["applicability"] == "unsafe"
 

@@ -38,7 +38,7 @@ from nnlint.setup.contain import Protection, contain
 from nnlint.setup.inputs import Batch
 from nnlint.setup.load import TargetSpec
 from nnlint.setup.resolve import resolve
-from nnlint.setup.sandbox import guarded
+from nnlint.setup.sandbox import cache_dirs, guarded
 from nnlint.setup.sites import Site, recording, user_frame, user_site
 from nnlint.setup.specs import KNOWN_LOSSES, LossSpec, OptimizerSpec, Setup
 from nnlint.setup.tensors import map_tensors
@@ -123,7 +123,10 @@ def _run_script(
     _patch_backward(state)
     if not (protection.copy_on_write and "landlock" in protection.layers):
         # the kernel holds only part of the line: refuse in Python what it does not
-        state.guard = guarded(sandbox, *protection.overlaid)  # referenced for the child's life
+        project = [str(settings.root), str(script.parent), os.getcwd()]
+        state.guard = guarded(  # referenced for the child's life
+            sandbox, *protection.overlaid, shared=cache_dirs(), protect=project
+        )
         state.guard.__enter__()
     hook = register_optimizer_step_pre_hook(_stop_at_step(state))
 

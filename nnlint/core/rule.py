@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 from nnlint.core.finding import Finding, Phase, Severity
 from nnlint.core.fix import Fix
 
+RULES_URL = "https://github.com/nnlint/nnlint/blob/main/docs/rules.md"
+
 
 @dataclass(frozen=True)
 class Option:
@@ -107,6 +109,11 @@ class Rule:
     def summary(cls) -> str:
         """The first line of the docstring: what the rule flags."""
         return cls.docs().splitlines()[0] if cls.docs() else cls.name
+
+    @classmethod
+    def url(cls) -> str:
+        """The rule's section in docs/rules.md (GitHub's anchor of `## CODE name`)."""
+        return f"{RULES_URL}#{cls.code.lower()}-{cls.name.lower()}"
 
 
 class EngineRule(Rule):

@@ -30,6 +30,8 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from nnlint.setup.sandbox import cache_dirs
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
@@ -170,7 +172,7 @@ def contain(
             missing.append(f"no pid namespace: {exc.strerror or exc}")
         _drop_capabilities()
     allowed = [scratch, *overlaid, *map(os.fspath, writable), *_devices(), "/proc/self"]
-    abi = _apply_landlock(allowed if overlaid else allowed + _caches(), threads, layers, missing)
+    abi = _apply_landlock(allowed if overlaid else allowed + cache_dirs(), threads, layers, missing)
     if memory_limit is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
         layers.append("memory-limit")
@@ -380,12 +382,6 @@ def _landlock_abi() -> int:
 def _devices() -> list[str]:
     found = [f"/dev/{name}" for name in _DEVICES]
     return found + glob.glob("/dev/nvidia*")
-
-
-def _caches() -> list[str]:
-    home = os.path.expanduser("~")
-    names = [os.environ.get("TORCH_HOME"), os.environ.get("HF_HOME")]
-    return [p for p in names if p] + [f"{home}/.cache/torch", f"{home}/.cache/huggingface"]
 
 
 def _restrict(abi: int, allowed: list[str]) -> None:

@@ -151,8 +151,24 @@ def _import_module(spec: TargetSpec) -> ModuleType:
         raise UsageError(f"{where} called sys.exit({exc.code})") from None
     except _FirstStep:
         raise UsageError(f"{where} started training before defining it") from None
+    except ImportError as exc:
+        raise UsageError(f"{where} raised ImportError: {exc}{_dotted_hint(spec, exc)}") from None
     except BaseException as exc:
         raise UsageError(f"{where} raised {type(exc).__name__}: {exc}") from None
+
+
+def _dotted_hint(spec: TargetSpec, exc: ImportError) -> str:
+    """For a file that uses relative imports: the dotted spec that imports it as a package."""
+    if not (spec.is_file and "relative import" in str(exc)):
+        return ""
+    path = Path(spec.module).resolve()
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    dotted = ".".join(parts) if len(parts) > 1 else f"{path.parent.name}.{path.stem}"
+    return f"; name it as a module instead: {spec.flag} {dotted}:{spec.attr}"
 
 
 def import_target(spec: TargetSpec, search: list[Path]) -> Any:
