@@ -8,19 +8,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
+from nnlint.cli_modes import (
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    adopt,
+    fix_only,
+    lint,
+    print_tracebacks,
+    reads_stdin,
+    show,
+    styles,
+    take_stdin,
+    write_output,
+)
 from nnlint.core.config import Settings, find_config, load_config, parse_shape
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, render
-
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -352,39 +363,6 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     settings.cache = settings.cache and not args.no_cache
 
 
-def _styles(args: argparse.Namespace) -> tuple[bool, bool]:
-    """(full text with source lines, colour) for `--format text` and `full`.
-
-    A terminal gets both; `FORCE_COLOR` gets both in a pipe too (CI logs), and
-    `NO_COLOR` (no-color.org: any non-empty value) turns colour off, not the
-    source lines. A report written to a file is plain (`full` keeps its lines).
-    """
-    if args.format not in ("text", "full"):
-        return False, False
-    terminal = not args.output_file and (sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR")))
-    full = terminal or args.format == "full"
-    return full, terminal and not os.environ.get("NO_COLOR")
-
-
-def _reads_stdin(args: argparse.Namespace) -> bool:
-    return args.paths == ["-"] or (bool(args.stdin_filename) and not args.paths)
-
-
-def _take_stdin(settings: Settings, args: argparse.Namespace) -> None:
-    """Source from stdin, linted by the script rules as if it were `--stdin-filename`."""
-    from nnlint.core.files import decode_source
-
-    try:
-        text = decode_source(sys.stdin.buffer.read())
-    except ValueError as exc:
-        raise UsageError(f"stdin: {exc}") from None
-    name = args.stdin_filename or "-"
-    settings.paths = [name]
-    settings.sources = {Path(name).resolve(): text}
-    settings.model = None
-    settings.static_only = True
-
-
 def settings_from(args: argparse.Namespace) -> Settings:
     """Defaults, then the config file, then flags."""
     settings = Settings(root=Path.cwd())
@@ -393,8 +371,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         for key, value in load_config(config_path).items():
             setattr(settings, key, value)
         settings.config_path = config_path
-    if _reads_stdin(args):
-        _take_stdin(settings, args)
+    if reads_stdin(args):
+        take_stdin(settings, args)
     elif args.paths:
         settings.paths = list(args.paths)
     elif not settings.paths:
@@ -433,37 +411,21 @@ def _explain(target: str) -> str:
     return "\n".join(f"{explain(r)}\nDocumentation: {r.url()}\n" for r in rules)
 
 
-def _write(text: str, output_file: str | None) -> None:
-    if output_file:
-        try:
-            Path(output_file).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--output-file {output_file}: {exc.strerror}") from None
-    else:
-        try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader left (`nnlint ... | head`): end quietly, as Unix tools do,
-            # and keep Python from failing again when it flushes stdout at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
 def _run(argv: Sequence[str]) -> int:
     argv = list(argv)
     if len(argv) >= 1 and argv[0] == "rule":
         if len(argv) != 2:
             raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
-        _write(_explain(argv[1]), None)
+        write_output(_explain(argv[1]), None)
         return EXIT_CLEAN
     args = build_parser().parse_args(argv)
     if args.paths and args.paths[0] == "rule" and not Path("rule").exists():
         if len(args.paths) != 2:
             raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
-        _write(_explain(args.paths[1]), None)
+        write_output(_explain(args.paths[1]), None)
         return EXIT_CLEAN
     if args.explain:
-        _write(_explain(args.explain), None)
+        write_output(_explain(args.explain), None)
         return EXIT_CLEAN
     from nnlint.core.registry import load_registry
 
@@ -471,31 +433,21 @@ def _run(argv: Sequence[str]) -> int:
     if args.list_rules:
         from nnlint.docs import plain_list, rules_json
 
-        _write(rules_json(registry) if args.format == "json" else plain_list(registry), None)
+        write_output(rules_json(registry) if args.format == "json" else plain_list(registry), None)
         return EXIT_CLEAN
     settings = settings_from(args)
     if args.show_files or args.show_settings:
-        return _show(args, settings)
+        return show(args, settings)
     if args.add_noqa or args.update_baseline:
-        return _adopt(args, settings, registry)
+        return adopt(args, settings, registry)
     if args.diff or args.fix_only:
-        return _fix_only(args, settings, registry)
-    fixed = 0
-    if args.fix:
-        from nnlint import fixing
-
-        outcome = fixing.fix(settings, registry, args.unsafe_fixes)
-        _deliver(outcome, settings)
-        result, fixed = outcome.result, outcome.count
-    else:
-        from nnlint.engine import run
-
-        result = run(settings, registry)
+        return fix_only(args, settings, registry)
+    result, fixed = lint(args, settings, registry)
     if not result.files and not settings.model:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
         print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
-    full, color = _styles(args)
+    full, color = styles(args)
     text = render(
         result,
         registry,
@@ -510,92 +462,15 @@ def _run(argv: Sequence[str]) -> int:
     if args.fix and settings.sources and not args.output_file:
         sys.stderr.write(text)  # stdout holds the fixed source
     else:
-        _write(text, args.output_file)
+        write_output(text, args.output_file)
     if settings.debug and not full:
-        for f in result.findings:
-            if f.code == "NN001" and f.note:  # the traceback, which only full text shows
-                print(f"{f.path}:{f.line}: {f.code} {f.message}\n{f.note}", file=sys.stderr)
+        print_tracebacks(result)
     if any(f.code == "NN001" for f in result.findings):
         return EXIT_ERROR
     if args.exit_zero:
         return EXIT_CLEAN
     failing = [f for f in result.findings if f.severity >= settings.fail_level]
     return EXIT_FINDINGS if failing else EXIT_CLEAN
-
-
-def _show(args: argparse.Namespace, settings: Settings) -> int:
-    """`--show-files`: one linted path a line; `--show-settings`: the merged settings."""
-    from nnlint.core.files import display_path
-    from nnlint.engine import select_files
-
-    if args.show_files:
-        files = [display_path(p, settings.root) for p in select_files(settings)]
-        _write("".join(f"{f}\n" for f in files), args.output_file)
-        return EXIT_CLEAN
-    shown = {
-        key: (str(value) if isinstance(value, Path | Severity) else value)
-        for key, value in vars(settings).items()
-        if key != "sources"
-    }
-    _write(json.dumps(shown, indent=2, default=str) + "\n", args.output_file)
-    return EXIT_CLEAN
-
-
-def _adopt(args: argparse.Namespace, settings: Settings, registry) -> int:
-    """`--add-noqa` and `--update-baseline`: record today's findings, exit 0."""
-    if args.update_baseline:
-        from nnlint.core import baseline
-        from nnlint.engine import run
-
-        target, settings.baseline = settings.baseline, None
-        if target is None:
-            raise UsageError(
-                "--update-baseline needs --baseline FILE (or `baseline` in the config)"
-            )
-        result = run(settings, registry)
-        prints = baseline.Fingerprints(settings.root, target.parent, result.sources)
-        n = baseline.write(target, result.findings, prints)
-        print(f"nnlint: recorded {n} finding{'s' if n != 1 else ''} in {target}", file=sys.stderr)
-        return EXIT_CLEAN
-    from nnlint import fixing
-
-    outcome = fixing.with_noqa(settings, registry)
-    fixing.write(outcome)
-    n = outcome.count
-    print(f"Added {n} noqa directive{'s' if n != 1 else ''}.", file=sys.stderr)
-    return EXIT_CLEAN
-
-
-def _deliver(outcome, settings: Settings) -> None:
-    """Write the fixed files; for stdin, print the fixed source (as ruff, for editors)."""
-    from nnlint import fixing
-
-    if not settings.sources:
-        fixing.write(outcome)
-        return
-    for path, original in settings.sources.items():
-        _write(outcome.texts.get(path, original), None)
-
-
-def _fix_only(args: argparse.Namespace, settings: Settings, registry) -> int:
-    """`--diff` prints what `--fix` would change and exits 1 if anything; `--fix-only`
-    applies the fixes and exits 0, reporting nothing of what is left (as ruff)."""
-    from nnlint import fixing
-
-    outcome = fixing.fix(settings, registry, args.unsafe_fixes)
-    if any(f.code == "NN001" for f in outcome.result.findings):
-        return EXIT_ERROR
-    n = outcome.count
-    noun = f"{n} finding{'s' if n != 1 else ''}"
-    if args.diff:
-        _write(fixing.unified_diff(outcome, settings.root), args.output_file)
-        if not args.quiet:
-            print(f"Would fix {noun}." if n else "No fixes available.", file=sys.stderr)
-        return EXIT_FINDINGS if n else EXIT_CLEAN
-    _deliver(outcome, settings)
-    if not args.quiet:
-        print(f"Fixed {noun}." if n else "No fixes available.", file=sys.stderr)
-    return EXIT_CLEAN
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,3 +52,9 @@ def test_stdin_fix_prints_the_fixed_source(tmp_path):
     assert run.out == source.replace(".forward", "")
     assert "1 fixed, 0 remaining" in run.err
     assert not (tmp_path / "t.py").exists()
+
+
+def test_stdin_add_noqa_prints_the_source_and_writes_no_file(tmp_path):
+    run = run_subprocess(["--add-noqa", "--stdin-filename", "t.py"], cwd=tmp_path, stdin=BUGGY)
+    assert "    optimizer.step()  # noqa: NN201\n" in run.out
+    assert not (tmp_path / "t.py").exists()
