@@ -72,7 +72,9 @@ def check(
     findings = run_model_phases(config, rules, {}, CallerObjects(model, batch, loss_fn, optimizer))
     enabled = {r.code for r in chosen}
     found = [f for f in Suppressor(config.root).apply(findings) if f.code in enabled]
-    return sorted(set(found), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
+    return sorted(
+        set(found), key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code, f.message)
+    )
 
 
 def check_example(source: str, select: Sequence[str] | None = None) -> list[Finding]:

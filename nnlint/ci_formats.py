@@ -15,6 +15,7 @@ from xml.etree import ElementTree
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.fingerprint import fingerprints
+from nnlint.core.nbpositions import FilePositions
 from nnlint.core.registry import Registry
 from nnlint.engine import Result
 
@@ -43,7 +44,7 @@ def finding_record(f: Finding, registry: Registry) -> dict:
     """The JSON fields of one finding, the rule's documentation URL included."""
     data = f.to_dict()
     rule = registry.by_code.get(f.code)
-    keys = ("code", "name", "severity", "message", "path", "line", "column")
+    keys = ("code", "name", "severity", "message", "path", "cell", "line", "column")
     record = {key: data[key] for key in (*keys, "end_line", "end_column", "phase", "note", "fix")}
     record["url"] = rule.url() if rule is not None else None
     return record
@@ -58,16 +59,19 @@ def format_gitlab(result: Result, registry: Registry) -> str:
     """GitLab's code-quality report (a JSON list, CodeClimate's issue format)."""
     repository = repository_root(result.root)
     issues = []
+    positions = FilePositions(result.root)
     for f, print_ in zip(result.findings, fingerprints(result.findings, result.root), strict=True):
+        line, _, end_line, _ = positions.region(f)  # a notebook's JSON line, as for SARIF
         issues.append(
             {
-                "description": f"{f.code} {f.message}",
+                "description": f"{f.code} {f.message}"
+                + (f" (cell {f.cell}:{f.line}:{f.column})" if f.cell is not None else ""),
                 "check_name": f.code,
                 "fingerprint": print_,
                 "severity": _GITLAB_SEVERITY[f.severity],
                 "location": {
                     "path": repository_path(f.path, result.root, repository),
-                    "lines": {"begin": f.line, "end": f.end_line or f.line},
+                    "lines": {"begin": line, "end": end_line or line},
                 },
             }
         )
@@ -95,7 +99,7 @@ def format_junit(result: Result, registry: Registry) -> str:
             failure = ElementTree.SubElement(
                 case, "failure", message=f.message, type=str(f.severity)
             )
-            failure.text = f"{f.path}:{f.line}:{f.column}: {f.code} {f.message}" + (
+            failure.text = f"{f.location()}: {f.code} {f.message}" + (
                 f"\nnote: {f.note}" if f.note else ""
             )
     suites.set("tests", str(len(result.findings) or 1))

@@ -380,7 +380,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     _apply_selection(settings, args)
     _apply_model_flags(settings, args)
     if settings.script is None:
-        scripts = [p for p in settings.paths if p.endswith(".py") and Path(p).is_file()]
+        scripts = [p for p in settings.paths if p.endswith((".py", ".ipynb")) and Path(p).is_file()]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
     elif not Path(settings.script).is_file():

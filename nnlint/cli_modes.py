@@ -161,4 +161,4 @@ def print_tracebacks(result) -> None:
     """NN001's traceback (`--debug`) on stderr, for the formats that do not show notes."""
     for f in result.findings:
         if f.code == "NN001" and f.note:
-            print(f"{f.path}:{f.line}: {f.code} {f.message}\n{f.note}", file=sys.stderr)
+            print(f"{f.location()}: {f.code} {f.message}\n{f.note}", file=sys.stderr)

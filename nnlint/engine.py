@@ -24,6 +24,7 @@ from nnlint.core.gitignore import GitIgnore
 from nnlint.core.registry import Registry, load_registry
 from nnlint.core.rule import Rule
 from nnlint.core.suppress import Suppressor
+from nnlint.script.notebook import model_findings_to_cells
 from nnlint.script.phase import lint_file
 
 # Below this many files a process pool costs more than it saves.
@@ -166,7 +167,8 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         from nnlint.pipeline import run_model_phases, user_output
 
         with user_output(settings.verbose):
-            findings.extend(run_model_phases(settings, rules, timings, about=about))
+            found = run_model_phases(settings, rules, timings, about=about)
+            findings.extend(model_findings_to_cells(found, settings.root))
 
     texts = {display_path(p, settings.root): text for p, text in settings.sources.items()}
     suppressor = Suppressor(settings.root, texts)
@@ -181,10 +183,16 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     if settings.baseline is not None:
         prints = baseline.Fingerprints(settings.root, settings.baseline.parent, texts)
         findings = baseline.without_recorded(findings, baseline.load(settings.baseline), prints)
-    # A fix may only touch the files being linted (a graph finding's model source may not be).
+    # A fix may only touch the files being linted (a graph finding's model source may
+    # not be), and not a notebook, whose edits would be in its joined cells' lines.
     linted = set(checked)
-    findings = [f if f.path in linted else dataclasses.replace(f, fix=None) for f in findings]
-    findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
+    findings = [
+        f if f.path in linted and f.cell is None else dataclasses.replace(f, fix=None)
+        for f in findings
+    ]
+    findings = sorted(
+        set(findings), key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code, f.message)
+    )
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
     result = Result(findings, checked, codes, timings, settings.root, protection, detail)

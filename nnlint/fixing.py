@@ -165,7 +165,7 @@ def with_noqa(settings: Settings, registry: Registry) -> FixOutcome:
     by_path: dict[Path, list[Finding]] = {}
     for f in result.findings:
         path = (settings.root / f.path).resolve()
-        if path in linted:
+        if path in linted and f.cell is None:  # a notebook's comments live in its cells' JSON
             by_path.setdefault(path, []).append(f)
     for path, found in by_path.items():
         before = settings.sources.get(path)

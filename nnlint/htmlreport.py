@@ -81,7 +81,7 @@ def _findings(result: Result, registry: Registry) -> str:
             link = f'<a href="{html.escape(rule.url())}">{code}</a>' if rule else code
             note = f"<br><small>{html.escape(f.note)}</small>" if f.note else ""
             out.append(
-                f"<tr><td><code>{html.escape(f'{f.path}:{f.line}:{f.column}')}</code></td>"
+                f"<tr><td><code>{html.escape(f.location())}</code></td>"
                 f"<td>{link} {html.escape(f.name)}</td><td class='{f.severity}'>{f.severity}</td>"
                 f"<td>{html.escape(f.message)}{note}</td></tr>"
             )

@@ -21,9 +21,10 @@ from nnlint.ci_formats import (
     repository_path,
     repository_root,
 )
-from nnlint.core.files import read_source
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.fingerprint import fingerprints
+from nnlint.core.nbpositions import FilePositions
+from nnlint.core.notebook import source_lines
 from nnlint.core.registry import Registry
 from nnlint.engine import Result
 
@@ -39,7 +40,7 @@ def _mark(f: Finding, unsafe: bool) -> str:
 
 
 def concise_line(f: Finding, unsafe: bool = False) -> str:
-    return f"{f.path}:{f.line}:{f.column}: {f.code} {_mark(f, unsafe)}{f.message}"
+    return f"{f.location()}: {f.code} {_mark(f, unsafe)}{f.message}"
 
 
 def _plural(n: int, word: str) -> str:
@@ -90,15 +91,14 @@ def format_concise(
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _source_line(result: Result, path: str, line: int, cache: dict) -> str | None:
-    if path not in cache:
-        try:
-            text = result.sources.get(path)
-            cache[path] = (read_source(result.root / path) if text is None else text).splitlines()
-        except (OSError, ValueError):
-            cache[path] = []
-    lines = cache[path]
-    return lines[line - 1] if 0 < line <= len(lines) else None
+def _source_line(result: Result, f: Finding, cache: dict) -> str | None:
+    if f.path not in cache:
+        text = result.sources.get(f.path)
+        cache[f.path] = source_lines(result.root / f.path) if text is None else text.splitlines()
+    lines = cache[f.path]
+    if isinstance(lines, dict):
+        lines = lines.get(f.cell, [])
+    return lines[f.line - 1] if 0 < f.line <= len(lines) else None
 
 
 def format_text(
@@ -125,13 +125,13 @@ def format_text(
     cache: dict = {}
     for f in result.findings:
         head = Text()
-        head.append(f"{f.path}:{f.line}:{f.column}", style="bold")
+        head.append(f.location(), style="bold")
         head.append(": ")
         head.append(f.code, style=_STYLE[f.severity])
         head.append(f" {_mark(f, unsafe)}{f.message}")
         head.append(f" [{f.name}]", style="dim")
         console.print(head)
-        source = _source_line(result, f.path, f.line, cache)
+        source = _source_line(result, f, cache)
         if source is not None:
             gutter = f"{f.line:>5} | "
             console.print(Text.assemble((gutter, "blue"), source.expandtabs(4)))
@@ -190,24 +190,32 @@ def _sarif_rule(rule: type) -> dict:
     }
 
 
+def _in_cell(f: Finding) -> str:
+    """The cell coordinates that open a notebook finding's message in SARIF and GitHub
+    output, whose location is the line of the notebook's JSON that holds the code."""
+    return f"cell {f.cell}:{f.line}:{f.column}: " if f.cell is not None else ""
+
+
 def format_sarif(result: Result, registry: Registry) -> str:
     used = sorted({f.code for f in result.findings} | set(result.rules))
     index = {code: i for i, code in enumerate(used)}
     descriptors = [_sarif_rule(registry.by_code[code]) for code in used]
     repository = repository_root(result.root)
     results = []
+    positions = FilePositions(result.root)
     prints = fingerprints(result.findings, result.root)
     for f, print_ in zip(result.findings, prints, strict=True):
-        region = {"startLine": f.line, "startColumn": f.column}
-        if f.end_line:
-            region["endLine"] = f.end_line
-        if f.end_column:
-            region["endColumn"] = f.end_column
+        line, column, end_line, end_column = positions.region(f)
+        region = {"startLine": line, "startColumn": column}
+        if end_line:
+            region["endLine"] = end_line
+        if end_column:
+            region["endColumn"] = end_column
         item = {
             "ruleId": f.code,
             "ruleIndex": index[f.code],
             "level": _SARIF_LEVEL[f.severity],
-            "message": {"text": f.message + (f" ({f.note})" if f.note else "")},
+            "message": {"text": _in_cell(f) + f.message + (f" ({f.note})" if f.note else "")},
             "locations": [
                 {
                     "physicalLocation": {
@@ -221,6 +229,8 @@ def format_sarif(result: Result, registry: Registry) -> str:
             ],
             "partialFingerprints": {"nnlint/v1": print_},
         }
+        if f.cell is not None:
+            item["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.column}
         results.append(item)
     document = {
         "$schema": SARIF_SCHEMA,
@@ -255,15 +265,17 @@ def format_github(result: Result) -> str:
     level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
     repository = repository_root(result.root)
     lines = []
+    positions = FilePositions(result.root)
     for f in result.findings:
+        line, column, end_line, end_column = positions.region(f)
         path = repository_path(f.path, result.root, repository)
-        props = [f"file={_gh_escape(path, True)}", f"line={f.line}", f"col={f.column}"]
-        if f.end_line:
-            props.append(f"endLine={f.end_line}")
-        if f.end_column and f.end_line == f.line:
-            props.append(f"endColumn={f.end_column}")
+        props = [f"file={_gh_escape(path, True)}", f"line={line}", f"col={column}"]
+        if end_line:
+            props.append(f"endLine={end_line}")
+        if end_column and end_line == line:
+            props.append(f"endColumn={end_column}")
         props.append(f"title={_gh_escape(f'{f.code} ({f.name})', True)}")
-        message = f.message + (f"\n{f.note}" if f.note else "")
+        message = _in_cell(f) + f.message + (f"\n{f.note}" if f.note else "")
         lines.append(f"::{level[f.severity]} {','.join(props)}::{_gh_escape(message)}")
     return "\n".join(lines) + "\n" if lines else ""
 

@@ -189,7 +189,7 @@ for x, y in loader:
                     step.node,
                     what=what,
                     fix=fix,
-                    note=f"loop at line {line}",
+                    note=f"loop at {ctx.line_label(line)}",
                     autofix=autofix,
                 )
 

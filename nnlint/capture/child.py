@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import one_line
+from nnlint.core.notebook import compile_notebook, is_notebook
 from nnlint.dynamic.phase import dynamic_phase
 from nnlint.setup.contain import Protection, contain
 from nnlint.setup.inputs import Batch
@@ -142,7 +144,10 @@ def _run_script(
     signal.setitimer(signal.ITIMER_REAL, limit * WALL_FACTOR)
     try:
         with recording():
-            runpy.run_path(str(script), run_name="__main__")
+            if is_notebook(script):
+                _run_notebook(script)
+            else:
+                runpy.run_path(str(script), run_name="__main__")
     except StepReached:
         return None, 1
     except CaptureTimeout:
@@ -159,6 +164,19 @@ def _run_script(
         for undo in reversed(state.undo):
             undo()
     return "it finished without calling optimizer.step()", 1
+
+
+def _run_notebook(script: Path) -> None:
+    """Run a notebook's code cells in order as `__main__`, as `runpy.run_path` runs a script."""
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(compile_notebook(script), main.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
 
 
 def _line(script: Path) -> int:

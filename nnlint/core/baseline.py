@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from nnlint.core.errors import UsageError
-from nnlint.core.files import read_source
 from nnlint.core.finding import Finding
+from nnlint.core.notebook import source_lines
 
 VERSION = 1
 CONTEXT = 1  # lines on either side of the flagged one that the fingerprint covers
@@ -35,28 +35,28 @@ class Fingerprints:
     def __init__(self, root: Path, base: Path, texts: Mapping[str, str] | None = None) -> None:
         self.root, self.base = root, base
         self._texts = dict(texts or {})
-        self._lines: dict[str, list[str]] = {}
+        self._lines: dict[str, list[str] | dict[int, list[str]]] = {}
 
     def relative(self, path: str) -> str:
         """The finding's path relative to the baseline's folder, so a baseline moves with it."""
         return Path(os.path.relpath((self.root / path).resolve(), self.base.resolve())).as_posix()
 
-    def _source(self, path: str) -> list[str]:
+    def _source(self, finding: Finding) -> list[str]:
+        """The lines the finding's line counts in: its file's, or its notebook cell's."""
+        path = finding.path
         if path not in self._lines:
             text = self._texts.get(path)
-            if text is None:
-                try:
-                    text = read_source(self.root / path)
-                except (OSError, ValueError):
-                    text = ""
-            self._lines[path] = text.splitlines()
-        return self._lines[path]
+            self._lines[path] = (
+                source_lines(self.root / path) if text is None else text.splitlines()
+            )
+        lines = self._lines[path]
+        return lines.get(finding.cell, []) if isinstance(lines, dict) else lines
 
     def of(self, finding: Finding) -> str:
-        lines = self._source(finding.path)
+        lines = self._source(finding)
         start = max(finding.line - 1 - CONTEXT, 0)
         window = [_normalise(t) for t in lines[start : finding.line + CONTEXT]]
-        key = json.dumps([self.relative(finding.path), finding.code, window])
+        key = json.dumps([self.relative(finding.path), finding.cell, finding.code, window])
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

@@ -25,6 +25,7 @@ DEFAULT_EXCLUDE = (
     "dist",
     "site-packages",
     "node_modules",
+    ".ipynb_checkpoints",  # Jupyter's autosaved copies of the notebooks beside them
 )
 
 

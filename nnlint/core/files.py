@@ -50,7 +50,8 @@ def collect_files(
     ruff, unless `force_exclude` (which pre-commit hooks pass, since they name
     every changed file): then a path is skipped when it, or a folder above it
     under `root`, is excluded or git-ignored. Directories are walked for `*.py`,
-    skipping the default and configured exclusions and what `gitignore` ignores.
+    `*.pyi` and `*.ipynb`, skipping the default and configured exclusions
+    (`exclude = ["*.ipynb"]` leaves notebooks out) and what `gitignore` ignores.
     """
     user_exclude = list(exclude)
     walk_exclude = [*DEFAULT_EXCLUDE, *user_exclude]
@@ -81,7 +82,11 @@ def collect_files(
             dirnames[:] = sorted(d for d in dirnames if not skipped(here / d))
             for name in sorted(filenames):
                 file = here / name
-                if name.endswith((".py", ".pyi")) and _is_regular(file) and not skipped(file):
+                if (
+                    name.endswith((".py", ".pyi", ".ipynb"))
+                    and _is_regular(file)
+                    and not skipped(file)
+                ):
                     found[file] = None
     return list(found)
 

@@ -128,8 +128,8 @@ class ScriptRule(Rule):
 
     `needs` and `needs_all` are quick text filters that keep whole-tree runs
     fast: the rule is skipped for files containing none of the `needs` strings
-    or not every one of the `needs_all` strings. A file no rule needs is
-    parsed but never resolved (scopes and qualified names are most of the cost).
+    or not every one of the `needs_all` strings. A file no rule needs is only
+    checked for syntax errors by CPython: libcst never builds its tree.
     """
 
     kind = Phase.SCRIPT

@@ -4,10 +4,13 @@ Per line: `# noqa` (everything), `# noqa: NN201,NN3` (flake8 prefix match),
 `# nnlint: disable=missing-zero-grad,NN3` (names or codes).
 Per file: `# nnlint: disable-file=NN2,...` and `# nnlint: noqa` (everything).
 Comments are read with `tokenize`, so a `# noqa` inside a string does not count.
+In a notebook they are read from the joined code cells, so a `disable-file`
+comment in any cell covers the whole notebook and a line comment its own line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import tokenize
@@ -18,6 +21,7 @@ from pathlib import Path
 from nnlint.core.diagnostics import InvalidSuppression
 from nnlint.core.files import read_source
 from nnlint.core.finding import Finding
+from nnlint.core.notebook import Notebook, is_notebook, read_notebook
 
 ALL = None  # a suppression that covers every code
 
@@ -118,6 +122,7 @@ class Suppressor:
         self._files: dict[str, Suppressions | None] = {
             display: parse_suppressions(text) for display, text in (texts or {}).items()
         }
+        self._notebooks: dict[str, Notebook] = {}
 
     def for_path(self, display_path: str) -> Suppressions | None:
         if display_path not in self._files:
@@ -125,7 +130,12 @@ class Suppressor:
             if not path.is_absolute():
                 path = self.root / path
             try:
-                self._files[display_path] = parse_suppressions(read_source(path))
+                if is_notebook(path):
+                    notebook = self._notebooks[display_path] = read_notebook(path)
+                    source = notebook.source
+                else:
+                    source = read_source(path)
+                self._files[display_path] = parse_suppressions(source)
             except (OSError, ValueError):
                 self._files[display_path] = None
         return self._files[display_path]
@@ -135,6 +145,11 @@ class Suppressor:
 
     def _suppressed(self, finding: Finding) -> bool:
         sup = self.for_path(finding.path)
+        notebook = self._notebooks.get(finding.path)
+        if sup is not None and notebook is not None and finding.cell is not None:
+            # Suppressions are read from the joined cells: find the finding's line there.
+            line = notebook.source_line(finding.cell, finding.line)
+            return sup.covers(dataclasses.replace(finding, line=line or 0))
         return sup is not None and sup.covers(finding)
 
     def invalid(self, paths: Iterable[str], is_known: Callable[[str], bool]) -> list[Finding]:
@@ -142,7 +157,14 @@ class Suppressor:
         found = []
         for path in paths:
             sup = self.for_path(path)
+            notebook = self._notebooks.get(path)
             for line, column, token in sup.mentions if sup else ():
-                if not is_known(token):
+                if is_known(token):
+                    continue
+                if notebook is None:
                     found.append(InvalidSuppression.make(path, line, column, token=token))
+                else:
+                    cell, within = notebook.locate(line)
+                    invalid = InvalidSuppression.make(path, within, column, token=token)
+                    found.append(dataclasses.replace(invalid, cell=cell))
         return found

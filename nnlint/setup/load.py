@@ -1,6 +1,7 @@
 """Load the model named by `--model` (torch is imported only from here on).
 
-A target spec (`package.module:Name` or `path/to/file.py:Name`, for `--model`,
+A target spec (`package.module:Name`, `path/to/file.py:Name` or
+`notebook.ipynb:Name`, for `--model`,
 `--data` and `--loss`) is parsed once, by `TargetSpec.parse`; the capture child
 reads the same parsed spec to patch the target before the script imports it.
 """
@@ -19,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from nnlint.core.errors import UsageError
+from nnlint.core.notebook import compile_notebook, is_notebook
 from nnlint.setup.sandbox import Refused
 from nnlint.setup.sites import Site, definition
 
@@ -45,7 +47,7 @@ class TargetSpec:
 
     @property
     def is_file(self) -> bool:
-        return self.module.endswith(".py") or "/" in self.module or "\\" in self.module
+        return self.module.endswith((".py", ".ipynb")) or "/" in self.module or "\\" in self.module
 
     @property
     def module_name(self) -> str:
@@ -122,10 +124,19 @@ def _import_file(spec: TargetSpec) -> ModuleType:
     cached = sys.modules.get(name)
     if cached is not None and getattr(cached, "__file__", None) == str(path.resolve()):
         return cached
-    module = module_from_file(path.resolve(), name)
+    if is_notebook(path):
+        module = ModuleType(name)
+        module.__file__ = str(path.resolve())
+        sys.modules[name] = module
+    else:
+        module = module_from_file(path.resolve(), name)
     try:
         with _stop_at_first_step():
-            module.__spec__.loader.exec_module(module)
+            if is_notebook(path):
+                # its code cells in order, as running the notebook top to bottom does
+                exec(compile_notebook(path), module.__dict__)
+            else:
+                module.__spec__.loader.exec_module(module)
     except (_FirstStep, Refused):
         if not hasattr(module, wanted):
             sys.modules.pop(name, None)
