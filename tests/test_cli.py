@@ -127,6 +127,7 @@ def test_json_output_is_one_complete_document(cli, write):
         "severity": "error",
         "message": finding["message"],
         "path": "train.py",
+        "cell": None,
         "line": 8,
         "column": 5,
         "end_line": 8,
