@@ -28,7 +28,7 @@ from nnlint.cli_modes import (
     take_stdin,
     write_output,
 )
-from nnlint.core.config import Settings, find_config, load_config, parse_shape
+from nnlint.core.config import Settings, find_config, load_config, parse_shape, parse_size
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, render
@@ -95,6 +95,14 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         "model",
         ("--capture-timeout",),
         {"type": float, "metavar": "SECONDS", "help": "time limit for running the training script"},
+    ),
+    (
+        "model",
+        ("--memory-limit",),
+        {
+            "metavar": "SIZE",
+            "help": "address space for the model code, e.g. 8G, or none (default: half the memory)",
+        },
     ),
     (
         "model",
@@ -352,6 +360,8 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
         settings.model_kwargs = _model_kwargs(args.model_kwargs)
     if args.input_shape is not None:
         settings.input_shape = parse_shape(args.input_shape)
+    if args.memory_limit is not None:
+        settings.memory_limit = parse_size(args.memory_limit)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     settings.capture = settings.capture and not args.no_capture
@@ -446,7 +456,8 @@ def _run(argv: Sequence[str]) -> int:
     if not result.files and not settings.model:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
-        print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
+        who = "the training script" if settings.script and settings.capture else "the model code"
+        print(f"nnlint: {who} ran with {result.protection_detail}", file=sys.stderr)
     full, color = styles(args)
     text = render(
         result,

@@ -2,14 +2,17 @@
 
 `run_model_phases` loads the model (unless `nnlint.check` gave one), runs the
 training script up to its first optimizer step where there is one
-(`nnlint.capture`: the dynamic checks then run in the child, on the objects it
-intercepted), finds a batch, runs the graph phase, and runs the dynamic phase
-in this process when the capture did not.
+(`nnlint.capture`: the dynamic checks then run in the capture child, on the
+objects it intercepted), finds a batch, runs the graph phase, and runs the
+dynamic phase itself when the capture did not. From the command line all of
+it runs in the contained model child of `nnlint.capture.isolated`, each stage
+under the time bounds of `nnlint.setup.bounds`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import sys
@@ -20,14 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnlint.capture.parent import learn_from_script
-from nnlint.core.diagnostics import NoInputs, one_line
+from nnlint.capture.isolated import run_isolated
+from nnlint.capture.parent import CHECKS_LIMIT, learn_from_script
+from nnlint.core.config import WALL_FACTOR
+from nnlint.core.diagnostics import CheckSkipped, NoInputs, one_line
 from nnlint.core.errors import UsageError
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
 from nnlint.dynamic.phase import dynamic_phase
 from nnlint.graph.phase import run_graph_phase
 from nnlint.script.losses import loss_kind, loss_kind_in_script
+from nnlint.setup.bounds import Bounds, Stopped
+from nnlint.setup.contain import Protection
 from nnlint.setup.inputs import Batch, as_batch, provide_batch
 from nnlint.setup.load import (
     TargetSpec,
@@ -73,20 +80,48 @@ def run_model_phases(
 ) -> list[Finding]:
     """The graph and dynamic findings for the `--model` (or the model `nnlint.check` was handed).
 
-    The user's code runs with writes outside a temporary directory refused
-    here; the training script runs contained in its own process. `about`
-    receives how it was contained (`protection`, `protection_detail`).
+    From the command line, all of it runs in a contained child process
+    (`nnlint.capture.isolated`). A model handed to `nnlint.check` lives in the
+    caller's process and is checked there, with writes outside a temporary
+    directory refused. `about` receives how the code was contained
+    (`protection`, `protection_detail`).
     """
     caller = caller or CallerObjects()
     about = {} if about is None else about
+    if caller.model is None and hasattr(os, "fork"):
+        work = functools.partial(_contained, settings, rules)
+        return run_isolated(work, settings, model_dirs(settings), timings, about)
     cwd = os.getcwd()  # model code may chdir; nnlint's own paths are relative to it
     try:
-        guard = {"shared": [tempfile.gettempdir(), *cache_dirs()], "protect": project(settings)}
-        with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, guarded(sandbox, **guard):
+        with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, _guard(settings, sandbox):
             with global_rngs():
-                return _run_phases(settings, rules, timings, caller, about, sandbox)
+                return _run_phases(settings, rules, timings, caller, about, sandbox, Bounds())
     finally:
         os.chdir(cwd)
+
+
+def _contained(
+    settings: Any,
+    rules: list,
+    bounds: Bounds,
+    protection: Protection,
+    sandbox: str,
+    timings: dict[str, float],
+    about: dict[str, str],
+) -> list[Finding]:
+    """In the contained child: the model phases, refusing in Python what the kernel does not."""
+    whole = protection.copy_on_write and "landlock" in protection.layers
+    with contextlib.nullcontext() if whole else _guard(settings, sandbox, *protection.overlaid):
+        return _run_phases(settings, rules, timings, CallerObjects(), about, sandbox, bounds)
+
+
+def _guard(settings: Any, sandbox: str, *also: str) -> Any:
+    return guarded(
+        sandbox,
+        *also,
+        shared=[tempfile.gettempdir(), *cache_dirs()],
+        protect=project(settings),
+    )
 
 
 def project(settings: Any) -> list[str]:
@@ -96,6 +131,11 @@ def project(settings: Any) -> list[str]:
     if module and TargetSpec(module, module, "").is_file:
         dirs.append(os.path.dirname(os.path.abspath(module)))
     return dirs
+
+
+def model_dirs(settings: Any) -> list[str]:
+    """What the model child overlays: the user's folders and the home folder."""
+    return [*project(settings), str(Path.home())]
 
 
 def _load(
@@ -123,22 +163,63 @@ def _run_phases(
     caller: CallerObjects,
     about: dict[str, str],
     sandbox: str,
+    bounds: Bounds,
 ) -> list[Finding]:
-    model, model_site = _load(settings, caller, timings)
     findings: list[Finding] = []
-    if not any(r.kind in (Phase.GRAPH, Phase.DYNAMIC) for r in rules):
-        return findings
-    script_run, captured = None, None
-    if caller.model is None and caller.batch is None:
-        script_run = learn_from_script(settings, rules, model_site, timings, sandbox)
-        if script_run is not None:
-            findings.extend(script_run.notes)
-            captured = script_run.batch
-            if script_run.protection is not None:
-                about["protection"] = script_run.protection
-                about["protection_detail"] = script_run.protection_detail or ""
+    budget = float(settings.capture_timeout)
+    model_site = None
+    try:
+        with bounds.stage("importing and building the model", budget):
+            model, model_site = _load(settings, caller, timings)
+        if model_site is not None:
+            bounds.located(display_path(Path(model_site.path), settings.root), model_site.line)
+        if not any(r.kind in (Phase.GRAPH, Phase.DYNAMIC) for r in rules):
+            return findings
+        script_run, captured = None, None
+        if caller.model is None and caller.batch is None:
+            wait = budget * WALL_FACTOR + 2 * CHECKS_LIMIT * WALL_FACTOR
+            with bounds.stage("running the training script", None, wait):
+                script_run = learn_from_script(settings, rules, model_site, timings, sandbox)
+            if script_run is not None:
+                findings.extend(script_run.notes)
+                captured = script_run.batch
+                if script_run.protection is not None:
+                    about["protection"] = script_run.protection
+                    about["protection_detail"] = script_run.protection_detail or ""
 
-    start = time.perf_counter()
+        start = time.perf_counter()
+        with bounds.stage("running the model's forward", budget):
+            found, batch = _graph(model, settings, caller, captured, rules, model_site)
+        findings.extend(found)
+        timings["graph"] = time.perf_counter() - start
+
+        if script_run is not None and script_run.findings is not None:
+            findings.extend(script_run.findings)
+            timings.update(script_run.timings)
+        else:
+            with bounds.stage("running the dynamic checks", None, CHECKS_LIMIT * WALL_FACTOR):
+                found = _dynamic_here(model, batch, caller, rules, settings, model_site, timings)
+            findings.extend(found)
+    except Stopped as stop:
+        where = model_site or Site(str(settings.root / "<model>"), 1)
+        path = display_path(Path(where.path), settings.root)
+        note = CheckSkipped.make(
+            path, where.line, rule="graph and dynamic checks", reason=stop.reason
+        )
+        findings.append(note)
+    return findings
+
+
+def _graph(
+    model: Any,
+    settings: Any,
+    caller: CallerObjects,
+    captured: Any,
+    rules: list,
+    model_site: Site | None,
+) -> tuple[list[Finding], Batch | None]:
+    """The graph findings, and the batch they were found on (None: NN005 says why)."""
+    findings = []
     batch, reason = _batch(model, settings, caller, captured)
     if batch is None:
         where = model_site or Site(str(settings.root / "<model>"), 1)
@@ -149,14 +230,7 @@ def _run_phases(
     else:
         loss = loss_kind_in_script(settings.script)
     findings.extend(run_graph_phase(model, batch, loss, rules, settings, model_site))
-    timings["graph"] = time.perf_counter() - start
-
-    if script_run is not None and script_run.findings is not None:
-        findings.extend(script_run.findings)
-        timings.update(script_run.timings)
-    else:
-        findings.extend(_dynamic_here(model, batch, caller, rules, settings, model_site, timings))
-    return findings
+    return findings, batch
 
 
 def _batch(

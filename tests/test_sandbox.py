@@ -70,17 +70,21 @@ def test_the_model_named_by_model_cannot_write_when_imported(tmp_path):
         "        return self.fc(x)\n"
     )
     (tmp_path / "train.py").write_text("import torch\n")
+    command = ["train.py", "--model", "model.py:Net", "--verbose"]
     proc = subprocess.run(
-        [sys.executable, "-m", "nnlint", "--isolated", "train.py", "--model", "model.py:Net"],
+        [sys.executable, "-m", "nnlint", "--isolated", *command],
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
-    assert proc.returncode == 2
-    assert "refused a write to import-log.txt" in proc.stderr
     assert not (tmp_path / "import-log.txt").exists()
     assert not (tmp_path / "__pycache__").exists()
+    if "ran with overlay + landlock" in proc.stderr:  # the write landed on a scratch copy
+        assert proc.returncode in (0, 1), proc.stderr
+    else:  # only the audit hooks hold: refused
+        assert proc.returncode == 2
+        assert "refused a write to import-log.txt" in proc.stderr
 
 
 def test_shared_folders_are_writable_except_the_project_inside_them(tmp_path):
@@ -131,5 +135,6 @@ def test_a_fresh_temp_folder_does_not_stop_a_model_whose_import_fills_a_cache(tm
     )
     assert proc.returncode in (0, 1), proc.stderr
     assert "refused" not in proc.stderr
-    assert (systemp / "libcache_user").is_dir()
+    # the model's temp folder was a scratch copy in the model child, removed after the run
+    assert list(systemp.iterdir()) == []
     assert sorted(p.name for p in project.iterdir() if p.name != ".nnlint_cache") == ["model.py"]

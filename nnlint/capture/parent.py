@@ -15,19 +15,14 @@ caller falls back.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
-import select
-import shutil
-import signal
-import struct
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnlint.capture.channel import kill, reap, receive, remove, send
 from nnlint.capture.child import run_child
 from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import CheckSkipped, ScriptNotRun
@@ -78,50 +73,39 @@ def learn_from_script(
         code = 0
         try:
             guard.forget()
-            run_child(write_fd, script_path, settings, rules, model_site, _send, scratch)
+            run_child(write_fd, script_path, settings, rules, model_site, send, scratch)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
     os.close(write_fd)
     try:
-        contained = _receive(read_fd, 30.0)
+        contained = receive(read_fd, 30.0)
         run = _parent(read_fd, pid, settings, display)
     finally:
         os.close(read_fd)
-        _reap(pid)
-        _remove(scratch)
+        reap(pid)
+        remove(scratch)
     if contained is not None and contained[0] == "contained":
         run.protection, run.protection_detail = contained[1], contained[2]
     timings["capture"] = time.perf_counter() - start
     return run
 
 
-def _remove(scratch: str) -> None:
-    """Remove the run's scratch folder, also where the script took its own permissions away."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    if os.path.exists(scratch):
-        for folder, dirs, _files in os.walk(scratch):
-            for name in dirs:  # before os.walk lists them
-                with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(folder, name), 0o700)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
     limit = float(settings.capture_timeout) * WALL_FACTOR + 5.0
-    message = _receive(fd, limit)
+    message = receive(fd, limit)
     if message is None:
-        _kill(pid)
+        kill(pid)
         reason = f"it did not reach its first optimizer step within {settings.capture_timeout:g} s"
         return ScriptRun([ScriptNotRun.make(display, 1, reason=reason)])
     if message[0] == "failed":
         _, reason, line = message
         return ScriptRun([ScriptNotRun.make(display, line, reason=reason)])
     batch = message[1]
-    done = _receive(fd, CHECKS_LIMIT * WALL_FACTOR)
+    done = receive(fd, CHECKS_LIMIT * WALL_FACTOR)
     if done is None or done[0] != "done":
-        _kill(pid)
+        kill(pid)
         note = CheckSkipped.make(
             display,
             1,
@@ -130,59 +114,3 @@ def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
         )
         return ScriptRun([note], [], batch)
     return ScriptRun([], done[1], batch, done[2])
-
-
-def _send(fd: int, message: Any) -> None:
-    data = pickle.dumps(message)
-    os.write(fd, struct.pack("!Q", len(data)))
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _receive(fd: int, limit: float) -> Any:
-    """One message, or None on timeout or when the child died without one."""
-    deadline = time.monotonic() + limit
-    buffer = b""
-    size = None
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        # read no further than this message: the next may already be in the pipe
-        wanted = 8 - len(buffer) if size is None else 8 + size - len(buffer)
-        chunk = os.read(fd, min(wanted, 1 << 20))
-        if not chunk:
-            return None
-        buffer += chunk
-        if size is None and len(buffer) >= 8:
-            size = struct.unpack("!Q", buffer[:8])[0]
-        if size is not None and len(buffer) >= 8 + size:
-            try:
-                return pickle.loads(buffer[8 : 8 + size])
-            except Exception:
-                return None
-
-
-def _kill(pid: int) -> None:
-    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        try:
-            target()
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _reap(pid: int) -> None:
-    for _ in range(50):
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.02)
-    _kill(pid)
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass

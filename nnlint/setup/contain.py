@@ -59,6 +59,9 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 
 
+_held: Protection | None = None  # what contained this process (or the one it was forked from)
+
+
 class _RulesetAttr(ctypes.Structure):
     _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
 
@@ -135,7 +138,15 @@ def contain(
     empty directory outside them) receives the writes, `writable` are further
     directories Landlock lets the code change in place, `memory_limit` bounds
     the address space in bytes. Never raises for what the kernel refuses.
+    A process forked from a contained one holds every layer already (and
+    could not mount again): it only becomes a process group of its own.
     """
+    global _held
+    if _held is not None:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return _held
     scratch = os.path.realpath(scratch)
     layers: list[str] = []
     missing: list[str] = []
@@ -176,7 +187,8 @@ def contain(
     if memory_limit is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
         layers.append("memory-limit")
-    return Protection(tuple(layers), tuple(overlaid), tuple(readonly), tuple(missing), abi)
+    _held = Protection(tuple(layers), tuple(overlaid), tuple(readonly), tuple(missing), abi)
+    return _held
 
 
 def _outermost(dirs: Iterable[str | os.PathLike]) -> list[str]:

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ from types import ModuleType
 from typing import Any
 
 from nnlint.core.errors import UsageError
+from nnlint.core.files import display_path
 from nnlint.core.notebook import compile_notebook, is_notebook
+from nnlint.setup.bounds import OutOfTime, is_out_of_memory
 from nnlint.setup.sandbox import Refused
-from nnlint.setup.sites import Site, definition
+from nnlint.setup.sites import Site, definition, is_user_file
 
 MISSING_TORCH = "--model needs PyTorch, which is not installed; pip install 'nnlint[torch]'"
 
@@ -163,9 +166,35 @@ def _import_module(spec: TargetSpec) -> ModuleType:
     except _FirstStep:
         raise UsageError(f"{where} started training before defining it") from None
     except ImportError as exc:
-        raise UsageError(f"{where} raised ImportError: {exc}{_dotted_hint(spec, exc)}") from None
+        hint = _dotted_hint(spec, exc) or _raised_at(exc)
+        raise UsageError(f"{where} raised ImportError: {exc}{hint}") from None
     except BaseException as exc:
-        raise UsageError(f"{where} raised {type(exc).__name__}: {exc}") from None
+        if _bounded(exc):
+            raise
+        raise UsageError(f"{where} raised {type(exc).__name__}: {exc}{_raised_at(exc)}") from None
+
+
+def _bounded(exc: BaseException) -> bool:
+    """Out of time or memory: the stage's bounds report it, not as a usage error."""
+    return isinstance(exc, OutOfTime | KeyboardInterrupt) or is_out_of_memory(exc)
+
+
+_NNLINT = str(Path(__file__).resolve().parents[1]) + "/"
+
+
+def _users(path: str) -> bool:
+    return is_user_file(path) and not path.startswith(_NNLINT) and Path(path).is_file()
+
+
+def _raised_at(exc: BaseException) -> str:
+    """` (at model.py:12)`: the innermost line of the user's own code that raised `exc`."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f" (at {display_path(Path(exc.filename))}:{exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if f.lineno and _users(f.filename)]
+    if not user:
+        return ""
+    return f" (at {display_path(Path(user[-1].filename))}:{user[-1].lineno})"
 
 
 def _dotted_hint(spec: TargetSpec, exc: ImportError) -> str:
@@ -222,7 +251,10 @@ def build_model(spec: TargetSpec, target: Any, kwargs: dict[str, Any]) -> Any:
             torch.manual_seed(0)
             model = target(**kwargs)
     except BaseException as exc:
-        raise UsageError(f"{name}: building it raised {type(exc).__name__}: {exc}") from None
+        if _bounded(exc):
+            raise
+        error = f"{type(exc).__name__}: {exc}{_raised_at(exc)}"
+        raise UsageError(f"{name}: building it raised {error}") from None
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"{name} returned a {type(model).__name__}, not an nn.Module")
     return model
