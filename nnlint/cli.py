@@ -31,7 +31,7 @@ from nnlint.cli_modes import (
 from nnlint.core.config import Settings, find_config, load_config, parse_shape, parse_size
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
-from nnlint.report import FORMATS, render
+from nnlint.report import FORMATS, format_stats, render, setup_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -238,6 +238,16 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ("output", ("--statistics",), {"action": "store_true", "help": "count findings per rule"}),
     (
         "output",
+        ("--report",),
+        {"metavar": "PATH", "help": "also write a self-contained HTML report with charts"},
+    ),
+    (
+        "output",
+        ("--stats",),
+        {"action": "store_true", "help": "print per-layer statistics after one training step"},
+    ),
+    (
+        "output",
         ("-q", "--quiet"),
         {"action": "store_true", "help": "print findings only: no summary, no progress"},
     ),
@@ -371,6 +381,14 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     settings.debug = args.debug
     settings.quiet = args.quiet
     settings.cache = settings.cache and not args.no_cache
+    settings.report = args.report
+    settings.stats = args.stats
+    if args.report is not None:
+        from nnlint.htmlreport import require_matplotlib
+
+        if not Path(args.report).resolve().parent.is_dir():
+            raise UsageError(f"--report {args.report}: no such folder")
+        require_matplotlib()
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -458,6 +476,8 @@ def _run(argv: Sequence[str]) -> int:
     if settings.verbose and result.protection is not None:
         who = "the training script" if settings.script and settings.capture else "the model code"
         print(f"nnlint: {who} ran with {result.protection_detail}", file=sys.stderr)
+    if settings.verbose and result.setup is not None:
+        print(f"nnlint: {setup_line(result.setup)}", file=sys.stderr)
     full, color = styles(args)
     text = render(
         result,
@@ -476,6 +496,19 @@ def _run(argv: Sequence[str]) -> int:
         write_output(text, args.output_file)
     if settings.debug and not full:
         print_tracebacks(result)
+    if args.stats:
+        documents = args.format not in ("text", "full", "concise") and not args.output_file
+        table = format_stats(result.stats, color=color)
+        # stdout holds one whole document in the machine formats: the table goes to stderr
+        print(table, end="", file=sys.stderr) if documents else write_output(table, None)
+    if args.report is not None:
+        from nnlint.htmlreport import render_report
+
+        try:
+            page = render_report(result, registry, result.stats)
+            Path(args.report).write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--report {args.report}: {exc.strerror or exc}") from None
     if any(f.code == "NN001" for f in result.findings):
         return EXIT_ERROR
     if args.exit_zero:

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from nnlint.core import baseline
 from nnlint.core.cache import ScriptCache, content_hash, run_key
@@ -43,6 +44,8 @@ class Result:
     protection: str | None = None  # what contained the training script ("overlay + landlock")
     protection_detail: str | None = None  # the same, with what the kernel did not offer
     sources: dict[str, str] = field(default_factory=dict)  # display path -> text not on disk
+    setup: dict | None = None  # the task and loss the dynamic checks used, and what chose them
+    stats: dict[str, Any] | None = None  # inputs, layers, training curve for --report/--stats
 
 
 def instantiate(rules: Sequence[type[Rule]], options: dict[str, dict]) -> list[Rule]:
@@ -156,7 +159,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         (r.code, tuple(r.settings.items())) for r in rules if r.kind is Phase.SCRIPT
     )
     timings: dict[str, float] = {}
-    about: dict[str, str] = {}
+    about: dict[str, Any] = {}
 
     start = time.perf_counter()
     files = select_files(settings)
@@ -195,6 +198,9 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     )
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
-    result = Result(findings, checked, codes, timings, settings.root, protection, detail)
+    result = Result(
+        findings, checked, codes, timings, settings.root, protection, detail, about.get("setup")
+    )
+    result.stats = about.get("stats")
     result.sources = texts
     return result

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nnlint import __version__
+from nnlint.core.errors import UsageError
 from nnlint.core.finding import Phase
 from nnlint.core.registry import Registry
 from nnlint.engine import Result
@@ -35,6 +36,16 @@ th { background: #f4f4f4; } .num { text-align: right; font-variant-numeric: tabu
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 13px; }
 .missing { color: #777; font-style: italic; } code { background: #f4f4f4; padding: 0 .2em; }
 """
+
+
+def require_matplotlib() -> None:
+    """A UsageError before anything runs when the report could not be drawn."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(
+            "--report needs matplotlib, which is not installed; pip install 'nnlint[report]'"
+        )
 
 
 def render_report(result: Result, registry: Registry, stats: dict[str, Any] | None) -> str:

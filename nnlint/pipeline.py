@@ -46,7 +46,7 @@ from nnlint.setup.load import (
 from nnlint.setup.preserve import global_rngs
 from nnlint.setup.resolve import resolve
 from nnlint.setup.sandbox import cache_dirs, guarded
-from nnlint.setup.sites import Site, recording, user_site
+from nnlint.setup.sites import Site, raised_in, recording, user_site
 
 
 @dataclass
@@ -76,7 +76,7 @@ def run_model_phases(
     rules: list,
     timings: dict[str, float],
     caller: CallerObjects | None = None,
-    about: dict[str, str] | None = None,
+    about: dict[str, Any] | None = None,
 ) -> list[Finding]:
     """The graph and dynamic findings for the `--model` (or the model `nnlint.check` was handed).
 
@@ -84,7 +84,8 @@ def run_model_phases(
     (`nnlint.capture.isolated`). A model handed to `nnlint.check` lives in the
     caller's process and is checked there, with writes outside a temporary
     directory refused. `about` receives how the code was contained
-    (`protection`, `protection_detail`).
+    (`protection`, `protection_detail`) and the training setup the dynamic
+    checks used (`setup`: task and loss, and what chose them).
     """
     caller = caller or CallerObjects()
     about = {} if about is None else about
@@ -107,7 +108,7 @@ def _contained(
     protection: Protection,
     sandbox: str,
     timings: dict[str, float],
-    about: dict[str, str],
+    about: dict[str, Any],
 ) -> list[Finding]:
     """In the contained child: the model phases, refusing in Python what the kernel does not."""
     whole = protection.copy_on_write and "landlock" in protection.layers
@@ -161,7 +162,7 @@ def _run_phases(
     rules: list,
     timings: dict[str, float],
     caller: CallerObjects,
-    about: dict[str, str],
+    about: dict[str, Any],
     sandbox: str,
     bounds: Bounds,
 ) -> list[Finding]:
@@ -196,9 +197,15 @@ def _run_phases(
         if script_run is not None and script_run.findings is not None:
             findings.extend(script_run.findings)
             timings.update(script_run.timings)
+            if script_run.setup is not None:
+                about["setup"] = script_run.setup
+            if script_run.stats:
+                about["stats"] = script_run.stats
         else:
             with bounds.stage("running the dynamic checks", None, CHECKS_LIMIT * WALL_FACTOR):
-                found = _dynamic_here(model, batch, caller, rules, settings, model_site, timings)
+                found = _dynamic_here(
+                    model, batch, caller, rules, settings, model_site, timings, about
+                )
             findings.extend(found)
     except Stopped as stop:
         where = model_site or Site(str(settings.root / "<model>"), 1)
@@ -249,8 +256,9 @@ def _dynamic_here(
     settings: Any,
     model_site: Site | None,
     timings: dict[str, float],
+    about: dict[str, Any],
 ) -> list[Finding]:
-    """The dynamic phase in this process, on `batch`."""
+    """The dynamic phase in this process, on `batch`; `about["stats"]` for `--report`."""
     if batch is None or not settings.dynamic or not any(r.kind is Phase.DYNAMIC for r in rules):
         return []
     start = time.perf_counter()
@@ -269,8 +277,13 @@ def _dynamic_here(
         raise
     except Exception as exc:  # the user's forward on their batch: theirs to see, not a crash
         reason = f"the model's forward on {batch.origin} raised {one_line(exc)}"
-        path = display_path(Path(site.path), settings.root)
-        return [NoInputs.make(path, site.line, reason=reason)]
-    found = dynamic_phase(setup, rules, settings, site, timings)
+        at = user_site(raised_in(exc), site)
+        path = display_path(Path(at.path), settings.root)
+        return [NoInputs.make(path, at.line, reason=reason)]
+    about["setup"] = setup.describe()
+    insights: dict[str, Any] = {}
+    found = dynamic_phase(setup, rules, settings, site, timings, insights)
+    if insights:
+        about["stats"] = insights
     timings["dynamic"] = time.perf_counter() - start
     return found

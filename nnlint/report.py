@@ -34,6 +34,15 @@ _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.I
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
+def setup_line(setup: dict) -> str:
+    """The task and loss the dynamic checks used, and what chose each, in one line."""
+    task = setup.get("task") or "unclear"
+    loss = setup.get("loss") or "none"
+    origin = setup.get("loss_from")
+    chosen = "a guess" if origin == "guessed" else f"from {origin or 'nothing'}"
+    return f"task {task} (from {setup.get('task_from') or 'nothing'}); loss {loss} ({chosen})"
+
+
 def _mark(f: Finding, unsafe: bool) -> str:
     """ruff's `[*]` before the message of a finding `--fix` would resolve."""
     return "[*] " if f.fix is not None and f.fix.applicable(unsafe) else ""
@@ -166,6 +175,7 @@ def format_json(result: Result, registry: Registry) -> str:
             "rules": len(result.rules),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "protection": result.protection,
+            "setup": result.setup,
         },
     }
     return json.dumps(document, indent=2) + "\n"
@@ -314,3 +324,29 @@ def render(
         return format_github(result)
     writers = {"json-lines": format_json_lines, "gitlab": format_gitlab, "junit": format_junit}
     return writers[output_format](result, registry)
+
+
+def format_stats(stats: dict | None, color: bool = False, width: int = 120) -> str:
+    """`--stats`: per layer after one real optimizer step, as a table."""
+    if not stats or not stats.get("layers"):
+        why = (stats or {}).get("missing", {}).get("layers") or "no model was checked"
+        return f"no per-layer statistics: {why}\n"
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Layers after one optimizer step", title_justify="left")
+    heads = ("layer", "type", "act mean", "act std", "dead", "|W|", "|grad|", "upd/W")
+    keys = ("act_mean", "act_std", "dead", "weight_norm", "grad_norm", "update_ratio")
+    for i, head in enumerate(heads):
+        table.add_column(head, justify="left" if i < 2 else "right")
+    for row in stats["layers"]:
+        cells = [f"{row[k]:.3g}" if row.get(k) is not None else "-" for k in keys]
+        ratio = row.get("update_ratio")
+        if ratio is not None and color and not 1e-4 <= ratio <= 1e-2:
+            cells[-1] = f"[yellow]{cells[-1]}[/yellow]"
+        table.add_row(row["name"] or "(model)", row["type"], *cells)
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width)
+    console.print(table)
+    console.print("upd/W: |update| / |weight| of the step; about 1e-3 is healthy.")
+    return buffer.getvalue()

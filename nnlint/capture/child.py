@@ -103,8 +103,9 @@ def run_child(
     sys.stderr = os.fdopen(saved_err, "w")
     timings: dict[str, float] = {}
     site = user_site(model_site, Site(str(script), 1))
-    found = dynamic_phase(setup, rules, settings, site, timings)
-    send(fd, ("done", found, timings))
+    insights: dict = {}
+    found = dynamic_phase(setup, rules, settings, site, timings, insights)
+    send(fd, ("done", found, timings, setup.describe(), insights))
 
 
 def project_dirs(script: Path, settings: Any) -> list[str]:

@@ -47,7 +47,7 @@ def run_isolated(
     settings: Any,
     dirs: list[str],
     timings: dict[str, float],
-    about: dict[str, str],
+    about: dict[str, Any],
 ) -> list[Finding]:
     """The findings `work` returns in a contained child, or one NN007 saying why there are none."""
     scratch = tempfile.mkdtemp(prefix="nnlint-run-")
@@ -120,7 +120,7 @@ def _child(
     send(fd, ("contained", protection.description, str(protection)))
     bounds = Bounds(lambda message: send(fd, message), limit)
     timings: dict[str, float] = {}
-    about: dict[str, str] = {}
+    about: dict[str, Any] = {}
     try:
         found = work(bounds, protection, sandbox, timings, about)
         message: tuple = ("done", found, timings, about)
@@ -143,7 +143,7 @@ def _picklable(exc: BaseException) -> BaseException:
     return exc
 
 
-def _parent(fd: int, settings: Any, timings: dict[str, float], about: dict[str, str]) -> Any:
+def _parent(fd: int, settings: Any, timings: dict[str, float], about: dict[str, Any]) -> Any:
     """The child's findings, its exception, or (stage, site) where it stopped."""
     site = _model_file(settings)
     stage, cpu, wait = "starting", None, STARTUP

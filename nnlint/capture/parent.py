@@ -44,6 +44,8 @@ class ScriptRun:
     timings: dict[str, float] = field(default_factory=dict)
     protection: str | None = None  # the layers that contained the script, in one line
     protection_detail: str | None = None  # and what the kernel did not offer
+    setup: dict | None = None  # the task and loss the checks used (`Setup.describe`)
+    stats: dict | None = None  # what `--report`/`--stats` show, measured in the child
 
 
 def learn_from_script(
@@ -113,4 +115,4 @@ def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
             reason=f"they did not finish within {CHECKS_LIMIT * WALL_FACTOR:g} s",
         )
         return ScriptRun([note], [], batch)
-    return ScriptRun([], done[1], batch, done[2])
+    return ScriptRun([], done[1], batch, done[2], setup=done[3], stats=done[4] or None)

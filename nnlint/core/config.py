@@ -65,6 +65,8 @@ class Settings:
     debug: bool = False
     quiet: bool = False  # no progress bars
     cache: bool = True
+    report: str | None = None  # --report: the HTML page to write
+    stats: bool = False  # --stats: the per-layer table in the terminal
     root: Path = field(default_factory=Path.cwd)
     config_path: Path | None = None
     # Text to lint in place of a file's content (stdin, or a fix not yet written),

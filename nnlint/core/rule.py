@@ -160,7 +160,10 @@ class DynamicRule(Rule):
     models whose forward draws nothing from the global RNG
     (`nnlint.dynamic.alongside`). Such a check must not reseed or draw from the
     global RNG itself; `nnlint.dynamic.context.reseed` raises there.
+    `needs_finite = False` marks a check whose verdict NaN or Inf in the
+    forward does not invalidate; the others are skipped then (one bug, one finding).
     """
 
     kind = Phase.DYNAMIC
     alongside: ClassVar[bool] = False
+    needs_finite: ClassVar[bool] = True
