@@ -69,22 +69,6 @@ def test_output_format_is_rufs_name_for_format(cli, write):
     assert doc["findings"][0]["code"] == "NN201"
 
 
-FRAGILE = """\
-import torch.nn as nn
-
-
-class Fragile(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x):
-        if x.shape[0] > 16:
-            raise RuntimeError("only batches of 16")
-        return self.fc(x)
-"""
-
-
 def test_quiet_turns_the_progress_bar_off(cli):
     from nnlint.core.config import Settings
     from nnlint.dynamic.phase import progress_wanted
@@ -92,13 +76,47 @@ def test_quiet_turns_the_progress_bar_off(cli):
     assert progress_wanted(Settings()) and not progress_wanted(Settings(quiet=True))
 
 
+CRASHING = '''
+from nnlint.core.rule import ScriptRule
+
+
+class Crashes(ScriptRule):
+    """Crashes on every file.
+
+    ## What it does
+    x
+    ## Why is this bad?
+    x
+    ## Example
+    x
+    ## Use instead
+    x
+    """
+
+    code = "XX001"
+    name = "xx-crashes"
+    message = "never shown"
+    needs = ()
+
+    def check(self, ctx):
+        raise RuntimeError("the plugin broke")
+        yield
+'''
+
+
 def test_debug_shows_tracebacks_in_every_format(tmp_path):
-    (tmp_path / "net.py").write_text(FRAGILE)
-    (tmp_path / "train.py").write_text("import torch\n")
-    args = ["--no-cache", "--model", "net.py:Fragile", "--input-shape", "8", "--select", "NN3"]
-    for fmt in ("concise", "json", "github"):
-        out, err = _run([*args, "--debug", "--format", fmt, "train.py"], tmp_path)
+    (tmp_path / "xxcrash.py").write_text(CRASHING)
+    dist = tmp_path / "xxcrash-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: xxcrash\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[nnlint.rules]\nxx = xxcrash:Crashes\n")
+    (tmp_path / "t.py").write_text("x = 1\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    args = ["--no-cache", "--select", "XX,NN001", "t.py"]
+    for fmt in ("concise", "json", "github", "sarif"):
+        out, err = _run([*args, "--debug", "--format", fmt], tmp_path, env=env)
+        assert "NN001" in out, fmt
         assert "Traceback (most recent call last)" in out + err, fmt
-        assert "only batches of 16" in out + err, fmt
-    out, err = _run([*args, "--format", "concise", "train.py"], tmp_path)
-    assert "Traceback" not in out + err
+        assert "the plugin broke" in out + err, fmt
+    out, err = _run([*args, "--format", "concise"], tmp_path, env=env)
+    assert "NN001" in out and "Traceback" not in out + err
