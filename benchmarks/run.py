@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 # name -> (arguments, quick arguments)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "static_startup": (["--runs", "5"], ["--runs", "3"]),
+    "static_one_file": (["--runs", "7"], ["--runs", "3", "--files", "100"]),
     "static_throughput": (["--limit", "400"], ["--limit", "100"]),
     "graph_capture": (["--runs", "20"], ["--runs", "5"]),
     "dynamic_vs_checklist": ([], ["--quick"]),

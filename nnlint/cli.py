@@ -28,7 +28,14 @@ from nnlint.cli_modes import (
     take_stdin,
     write_output,
 )
-from nnlint.core.config import Settings, find_config, load_config, parse_shape, parse_size
+from nnlint.core.config import (
+    Settings,
+    find_config,
+    load_config,
+    parse_shape,
+    parse_size,
+    split_args,
+)
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, format_stats, render, setup_line
@@ -63,6 +70,15 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         "model",
         ("--script",),
         {"metavar": "PATH", "help": "the training script, when several paths are given"},
+    ),
+    (
+        "model",
+        ("--script-args",),
+        {
+            "metavar": "ARGS",
+            "help": "arguments for the training script, split as a shell would: "
+            "--script-args='--device cpu --epochs 1'",
+        },
     ),
     (
         "model",
@@ -368,6 +384,8 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
             setattr(settings, flag, value)
     if args.model_kwargs is not None:
         settings.model_kwargs = _model_kwargs(args.model_kwargs)
+    if args.script_args is not None:
+        settings.script_args = split_args(args.script_args, "--script-args")
     if args.input_shape is not None:
         settings.input_shape = parse_shape(args.input_shape)
     if args.memory_limit is not None:
@@ -413,6 +431,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
             settings.script = scripts[0]
     elif not Path(settings.script).is_file():
         raise UsageError(f"--script {settings.script}: no such file")
+    if args.script_args is not None and settings.script is None:
+        raise UsageError("--script-args: no training script to pass them to (use --script PATH)")
     if settings.model and not settings.static_only:
         from nnlint.setup.overrides import check_overrides
 

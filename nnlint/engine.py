@@ -10,9 +10,7 @@ import fnmatch
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +72,10 @@ def _lint_files(
         return [
             lint_file(p, display, script_rules, root, debug, text) for p, display, text in tasks
         ]
+    # Imported here: a pre-commit run on a few files never needs a pool.
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=get_context("fork"),

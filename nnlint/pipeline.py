@@ -38,8 +38,9 @@ from nnlint.setup.contain import Protection
 from nnlint.setup.inputs import Batch, as_batch, provide_batch
 from nnlint.setup.load import (
     TargetSpec,
+    build_model,
     definition_site,
-    load_model,
+    import_target,
     require_torch,
     search_dirs,
 )
@@ -139,22 +140,45 @@ def model_dirs(settings: Any) -> list[str]:
     return [*project(settings), str(Path.home())]
 
 
+@contextlib.contextmanager
+def script_argv(settings: Any) -> Iterator[None]:
+    """`sys.argv` as the training script sees it, while user code is imported."""
+    saved = sys.argv
+    if getattr(settings, "script", None):
+        sys.argv = [str(settings.script), *settings.script_args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _target(settings: Any) -> tuple[TargetSpec, Any]:
+    """The `--model` spec and the object it names; None where that object is the
+    training script's own, which only its run (or the fallback) imports."""
+    spec = TargetSpec.parse(settings.model)
+    search = search_dirs(settings)
+    script = Path(settings.script).resolve() if getattr(settings, "script", None) else None
+    module = Path(spec.module) if spec.is_file else Path(*spec.module.split(".")).with_suffix(".py")
+    places = [module] if spec.is_file else [folder / module for folder in search]
+    if script is not None and any(p.resolve() == script for p in places):
+        return spec, None
+    with recording(), script_argv(settings):
+        return spec, import_target(spec, search)
+
+
 def _load(
-    settings: Any, caller: CallerObjects, timings: dict[str, float]
+    settings: Any, caller: CallerObjects, spec: TargetSpec | None, target: Any
 ) -> tuple[Any, Site | None]:
     """The model and its class line: the one given, else built from `--model`."""
-    start = time.perf_counter()
     if caller.model is not None:
-        model, site = caller.model, definition_site(caller.model, caller.model)
-    else:
-        require_torch()
-        with recording():
-            loaded = load_model(settings.model, settings.model_kwargs, search_dirs(settings))
-        model, site = loaded.model, loaded.site
-        if getattr(settings, "device", "cpu") != "cpu":
-            model.to(settings.device)
-    timings["load"] = time.perf_counter() - start
-    return model, site
+        return caller.model, definition_site(caller.model, caller.model)
+    with recording(), script_argv(settings):
+        if target is None:
+            target = import_target(spec, search_dirs(settings))
+        model = build_model(spec, target, settings.model_kwargs)
+    if getattr(settings, "device", "cpu") != "cpu":
+        model.to(settings.device)
+    return model, definition_site(target, model)
 
 
 def _run_phases(
@@ -166,27 +190,52 @@ def _run_phases(
     sandbox: str,
     bounds: Bounds,
 ) -> list[Finding]:
+    """The training script's run first: where it gives the model it built, the
+    graph and dynamic phases ran there; else the model is built here."""
     findings: list[Finding] = []
     budget = float(settings.capture_timeout)
     model_site = None
     try:
-        with bounds.stage("importing and building the model", budget):
-            model, model_site = _load(settings, caller, timings)
-        if model_site is not None:
-            bounds.located(display_path(Path(model_site.path), settings.root), model_site.line)
-        if not any(r.kind in (Phase.GRAPH, Phase.DYNAMIC) for r in rules):
-            return findings
-        script_run, captured = None, None
+        start = time.perf_counter()
+        spec, target = None, None
+        if caller.model is None:
+            require_torch()
+            with bounds.stage("importing the model", budget):
+                spec, target = _target(settings)
+        timings["load"] = time.perf_counter() - start
+        script_run = None
         if caller.model is None and caller.batch is None:
+            model_site = definition_site(target, target) if target is not None else None
+            if model_site is not None:
+                bounds.located(display_path(Path(model_site.path), settings.root), model_site.line)
             wait = budget * WALL_FACTOR + 2 * CHECKS_LIMIT * WALL_FACTOR
             with bounds.stage("running the training script", None, wait):
                 script_run = learn_from_script(settings, rules, model_site, timings, sandbox)
             if script_run is not None:
                 findings.extend(script_run.notes)
-                captured = script_run.batch
                 if script_run.protection is not None:
                     about["protection"] = script_run.protection
                     about["protection_detail"] = script_run.protection_detail or ""
+                if script_run.findings is not None:  # checked on the model the script built
+                    timings.update(script_run.timings)
+                    if script_run.setup is not None:
+                        about["setup"] = script_run.setup
+                    if script_run.stats:
+                        about["stats"] = script_run.stats
+                    return findings + script_run.findings
+
+        start = time.perf_counter()
+        with bounds.stage("importing and building the model", budget):
+            try:
+                model, model_site = _load(settings, caller, spec, target)
+            except UsageError as exc:
+                raise UsageError(_with_run(str(exc), script_run)) from None
+        timings["load"] += time.perf_counter() - start
+        if model_site is not None:
+            bounds.located(display_path(Path(model_site.path), settings.root), model_site.line)
+        if not any(r.kind in (Phase.GRAPH, Phase.DYNAMIC) for r in rules):
+            return findings
+        captured = script_run.batch if script_run is not None else None
 
         start = time.perf_counter()
         with bounds.stage("running the model's forward", budget):
@@ -194,19 +243,9 @@ def _run_phases(
         findings.extend(found)
         timings["graph"] = time.perf_counter() - start
 
-        if script_run is not None and script_run.findings is not None:
-            findings.extend(script_run.findings)
-            timings.update(script_run.timings)
-            if script_run.setup is not None:
-                about["setup"] = script_run.setup
-            if script_run.stats:
-                about["stats"] = script_run.stats
-        else:
-            with bounds.stage("running the dynamic checks", None, CHECKS_LIMIT * WALL_FACTOR):
-                found = _dynamic_here(
-                    model, batch, caller, rules, settings, model_site, timings, about
-                )
-            findings.extend(found)
+        with bounds.stage("running the dynamic checks", None, CHECKS_LIMIT * WALL_FACTOR):
+            found = _dynamic_here(model, batch, caller, rules, settings, model_site, timings, about)
+        findings.extend(found)
     except Stopped as stop:
         where = model_site or Site(str(settings.root / "<model>"), 1)
         path = display_path(Path(where.path), settings.root)
@@ -215,6 +254,12 @@ def _run_phases(
         )
         findings.append(note)
     return findings
+
+
+def _with_run(error: str, script_run: Any) -> str:
+    """A model nnlint cannot build, with why the script that builds it did not either."""
+    reason = getattr(script_run, "reason", None)
+    return error if reason is None else f"{error} (the training script was not used: {reason})"
 
 
 def _graph(

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -267,6 +266,8 @@ def folder_floor(root: Path) -> tuple[int, int] | None:
     specs: list[str] = []
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
+        import tomllib  # a project without a pyproject.toml never pays for the parser
+
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):

@@ -7,7 +7,9 @@ script's directory, intercepts the `--model` target, the losses, `backward`
 and the optimizer step, and runs the script. At the first `optimizer.step()`
 it stops the script and runs the dynamic checks on the objects it caught:
 custom losses and classes defined in `__main__` cannot be pickled back, the
-findings can. The child is contained before the script runs (see
+findings can. The child also runs the graph phase, on the model as the script
+built it (with its own constructor arguments, which the caller might not know
+how to give). The child is contained before the script runs (see
 `nnlint.capture.child`): its writes land in a scratch folder, removed here
 after the run. Anything that stops the run becomes one NN006 finding and the
 caller falls back.
@@ -36,7 +38,8 @@ CHECKS_LIMIT = 300.0  # seconds the child may spend on the checks after the capt
 
 @dataclass
 class ScriptRun:
-    """What the run gave: NN006 notes, the child's findings (None: fall back), the batch."""
+    """What the run gave: its notes (NN006), the child's graph and dynamic findings
+    (None: the caller falls back to its own model), the batch."""
 
     notes: list[Finding] = field(default_factory=list)
     findings: list[Finding] | None = None
@@ -44,6 +47,7 @@ class ScriptRun:
     timings: dict[str, float] = field(default_factory=dict)
     protection: str | None = None  # the layers that contained the script, in one line
     protection_detail: str | None = None  # and what the kernel did not offer
+    reason: str | None = None  # why the script could not be used, when it could not
     setup: dict | None = None  # the task and loss the checks used (`Setup.describe`)
     stats: dict | None = None  # what `--report`/`--stats` show, measured in the child
 
@@ -100,11 +104,11 @@ def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
     if message is None:
         kill(pid)
         reason = f"it did not reach its first optimizer step within {settings.capture_timeout:g} s"
-        return ScriptRun([ScriptNotRun.make(display, 1, reason=reason)])
+        return ScriptRun([_not_used(display, 1, reason)], reason=reason)
     if message[0] == "failed":
-        _, reason, line = message
-        return ScriptRun([ScriptNotRun.make(display, line, reason=reason)])
-    batch = message[1]
+        _, reason, line, notes = message
+        return ScriptRun([*notes, _not_used(display, line, reason)], reason=reason)
+    _, batch, found = message
     done = receive(fd, CHECKS_LIMIT * WALL_FACTOR)
     if done is None or done[0] != "done":
         kill(pid)
@@ -114,5 +118,9 @@ def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
             rule="dynamic checks",
             reason=f"they did not finish within {CHECKS_LIMIT * WALL_FACTOR:g} s",
         )
-        return ScriptRun([note], [], batch)
-    return ScriptRun([], done[1], batch, done[2], setup=done[3], stats=done[4] or None)
+        return ScriptRun([note], found, batch)
+    return ScriptRun([], found + done[1], batch, done[2], setup=done[3], stats=done[4] or None)
+
+
+def _not_used(display: str, line: int, reason: str) -> Finding:
+    return ScriptNotRun.make(display, line, outcome="not used", reason=reason)

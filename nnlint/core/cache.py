@@ -18,9 +18,9 @@ import json
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from nnlint.core import installed
 from nnlint.core.config import DEFAULT_EXCLUDE
 from nnlint.core.files import is_venv
 from nnlint.core.finding import Finding, Phase, Severity
@@ -29,13 +29,6 @@ from nnlint.core.fix import Fix
 FOLDER = ".nnlint_cache"
 KEEP = 8  # cache files kept; the oldest beyond this are removed
 _PROJECT_FILES = (".py", ".pyi", "pyproject.toml", "nnlint.toml", "setup.cfg")
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "?"
 
 
 def project_fingerprint(root: Path) -> list[tuple[str, str]]:
@@ -62,8 +55,10 @@ def run_key(root: Path, rules: Sequence[tuple[str, tuple]], debug: bool) -> str:
 
     parts = {
         "nnlint": __version__,
-        "libcst": _version("libcst"),
-        "nbformat": _version("nbformat"),  # it reads notebooks; a new one may read them anew
+        "libcst": installed.version("libcst"),
+        "nbformat": installed.version(
+            "nbformat"
+        ),  # it reads notebooks; a new one may read them anew
         "rules": [[code, repr(options)] for code, options in rules],
         "debug": debug,
         "root": str(root.resolve()),

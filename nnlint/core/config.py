@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ class Settings:
     model: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     script: str | None = None
+    script_args: list[str] = field(default_factory=list)
     data: str | None = None
     task: str | None = None
     loss: str | None = None
@@ -81,6 +82,22 @@ def _strings(key: str, value: Any) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise UsageError(f"config key {key!r} must be a string or a list of strings")
+
+
+def _argv(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return split_args(value, f"config key {key!r}")
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UsageError(f"config key {key!r} must be a string or a list of strings")
+
+
+def split_args(text: str, where: str) -> list[str]:
+    """`text` split as a POSIX shell would, for the training script's `sys.argv[1:]`."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{where}: cannot split {text!r}: {exc}") from None
 
 
 def _string(key: str, value: Any) -> str:
@@ -190,6 +207,7 @@ _KEYS = {
     "model": ("model", _string),
     "model-kwargs": ("model_kwargs", _table),
     "script": ("script", _string),
+    "script-args": ("script_args", _argv),
     "data": ("data", _string),
     "task": ("task", _string),
     "loss": ("loss", _string),
@@ -219,6 +237,8 @@ def find_config(start: Path) -> Path | None:
 
 
 def _read_toml(path: Path) -> dict:
+    import tomllib  # only a project with a config file pays for the parser
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)

@@ -13,10 +13,10 @@ import inspect
 import pkgutil
 from collections.abc import Iterable
 from functools import cache
-from importlib.metadata import entry_points
 
 from nnlint.core.diagnostics import ENGINE_RULES
 from nnlint.core.errors import UsageError
+from nnlint.core.installed import declares_entry_points
 from nnlint.core.rule import DynamicRule, EngineRule, GraphRule, Rule, ScriptRule
 
 ENTRY_POINT_GROUP = "nnlint.rules"
@@ -36,6 +36,10 @@ def _rule_classes(module: object) -> list[type[Rule]]:
 
 def _plugin_rules() -> list[type[Rule]]:
     found: list[type[Rule]] = []
+    if not declares_entry_points(ENTRY_POINT_GROUP):
+        return found
+    from importlib.metadata import entry_points  # slow to import: only when a plugin exists
+
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()

@@ -1,7 +1,7 @@
 """What a file's names and attributes hold, as far as its own assignments tell.
 
-libcst's `QualifiedNameProvider` resolves imports (`from torch import nn as tnn`)
-but not values. This tracker follows assignments through `ScopeProvider` so that
+Qualified names (`nnlint.script.names`) resolve imports (`from torch import nn as tnn`)
+but not values. This tracker follows assignments through the file's scopes so that
 `crit = nn.CrossEntropyLoss()` then `crit(out, y)`, `probs = out.softmax(1)` then
 `crit(probs, y)`, and `self.criterion = ...` set in `__init__` and used in another
 method all resolve. A value is described by a set of tags:

@@ -58,14 +58,6 @@ class TargetSpec:
         return Path(self.module).stem if self.is_file else self.module
 
 
-@dataclass
-class LoadedModel:
-    """The model instance and the line that defines what built it."""
-
-    model: Any
-    site: Site | None
-
-
 def require_torch() -> Any:
     try:
         import torch
@@ -265,11 +257,3 @@ def definition_site(target: Any, model: Any) -> Site | None:
     subject = target if inspect.isclass(target) or inspect.isfunction(target) else type(model)
     found = definition(subject)
     return Site(*found) if found else None
-
-
-def load_model(text: str, kwargs: dict[str, Any], search: list[Path]) -> LoadedModel:
-    require_torch()
-    spec = TargetSpec.parse(text)
-    target = import_target(spec, search)
-    model = build_model(spec, target, kwargs)
-    return LoadedModel(model, definition_site(target, model))

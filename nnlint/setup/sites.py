@@ -53,7 +53,30 @@ _LIBRARY_DIRS = tuple(
     {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"], *_NNLINT_DIRS}
 )
 _user_files: dict[str, bool] = {}
-_sites: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _ByIdentity:
+    """Values keyed by the object itself, held weakly, never hashing it: a module's own
+    `__hash__` may read state its `__init__` has not set yet (torchmetrics' metrics,
+    which Lightning builds inside `training_step`) or that changes as it runs."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref, Any]] = {}
+
+    def __contains__(self, obj: Any) -> bool:
+        item = self._items.get(id(obj))
+        return item is not None and item[0]() is obj
+
+    def get(self, obj: Any) -> Any:
+        item = self._items.get(id(obj))
+        return item[1] if item is not None and item[0]() is obj else None
+
+    def __setitem__(self, obj: Any, value: Any) -> None:
+        key = id(obj)
+        self._items[key] = (weakref.ref(obj, lambda _ref: self._items.pop(key, None)), value)
+
+
+_sites = _ByIdentity()
 
 
 @dataclass(frozen=True)
