@@ -45,7 +45,7 @@ def finding_record(f: Finding, registry: Registry) -> dict:
     data = f.to_dict()
     rule = registry.by_code.get(f.code)
     keys = ("code", "name", "severity", "message", "path", "cell", "line", "column")
-    record = {key: data[key] for key in (*keys, "end_line", "end_column", "phase", "note")}
+    record = {key: data[key] for key in (*keys, "end_line", "end_column", "phase", "note", "fix")}
     record["url"] = rule.url() if rule is not None else None
     return record
 

@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
+from nnlint.cli_modes import (
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    adopt,
+    fix_only,
+    lint,
+    print_tracebacks,
+    reads_stdin,
+    show,
+    styles,
+    take_stdin,
+    write_output,
+)
 from nnlint.core.config import (
     Settings,
     find_config,
@@ -26,8 +39,6 @@ from nnlint.core.config import (
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, format_stats, render, setup_line
-
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -166,6 +177,31 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         },
     ),
     (
+        "file selection",
+        ("--extend-exclude",),
+        {"type": "csv", "action": "append", "metavar": "GLOBS", "help": "more paths to skip"},
+    ),
+    (
+        "file selection",
+        ("--force-exclude",),
+        {"action": "store_true", "help": "apply exclusions to paths given explicitly too"},
+    ),
+    (
+        "file selection",
+        ("--no-respect-gitignore",),
+        {"action": "store_true", "help": "also lint what .gitignore files ignore"},
+    ),
+    (
+        "file selection",
+        ("--show-files",),
+        {"action": "store_true", "help": "list the files that would be linted and exit"},
+    ),
+    (
+        "file selection",
+        ("--show-settings",),
+        {"action": "store_true", "help": "print the settings in effect and exit"},
+    ),
+    (
         "rule selection",
         ("--fail-level",),
         {
@@ -173,10 +209,46 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
             "help": "lowest severity that makes the exit code 1 (default warning)",
         },
     ),
+    ("fixes", ("--fix",), {"action": "store_true", "help": "apply the safe fixes"}),
+    (
+        "fixes",
+        ("--unsafe-fixes",),
+        {"action": "store_true", "help": "also offer and apply the fixes marked unsafe"},
+    ),
+    (
+        "fixes",
+        ("--diff",),
+        {"action": "store_true", "help": "print the fixes as a unified diff; change no file"},
+    ),
+    (
+        "fixes",
+        ("--fix-only",),
+        {"action": "store_true", "help": "apply fixes and report nothing of what is left"},
+    ),
+    (
+        "adoption",
+        ("--add-noqa",),
+        {"action": "store_true", "help": "write `# noqa: CODE` on the line of each finding"},
+    ),
+    (
+        "adoption",
+        ("--baseline",),
+        {"metavar": "FILE", "help": "do not report the findings recorded in FILE"},
+    ),
+    (
+        "adoption",
+        ("--update-baseline",),
+        {"action": "store_true", "help": "record the current findings in the --baseline FILE"},
+    ),
     (
         "output",
-        ("--format",),
+        ("--format", "--output-format"),
         {"choices": FORMATS, "default": "text", "help": "output format (default text)"},
+    ),
+    (
+        "other",
+        ("--stdin-filename",),
+        {"metavar": "PATH", "help": "lint stdin as this file (its config, its display name)"},
     ),
     ("output", ("-o", "--output-file"), {"metavar": "PATH", "help": "write the report to a file"}),
     ("output", ("--statistics",), {"action": "store_true", "help": "count findings per rule"}),
@@ -193,7 +265,7 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     (
         "output",
         ("-q", "--quiet"),
-        {"action": "store_true", "help": "print findings only, no summary"},
+        {"action": "store_true", "help": "print findings only: no summary, no progress"},
     ),
     (
         "output",
@@ -272,7 +344,8 @@ def _config_file(args: argparse.Namespace) -> Path | None:
         if not path.is_file():
             raise UsageError(f"--config {args.config}: no such file")
         return path
-    return None if args.isolated else find_config(Path.cwd())
+    start = Path(args.stdin_filename).resolve().parent if args.stdin_filename else Path.cwd()
+    return None if args.isolated else find_config(start)
 
 
 def _model_kwargs(text: str) -> dict:
@@ -293,10 +366,15 @@ def _apply_selection(settings: Settings, args: argparse.Namespace) -> None:
     settings.extend_select += _flatten(args.extend_select) or []
     settings.ignore += _flatten(args.ignore) or []
     settings.exclude += _flatten(args.exclude) or []
+    settings.extend_exclude += _flatten(args.extend_exclude) or []
+    settings.force_exclude = settings.force_exclude or args.force_exclude
+    settings.respect_gitignore = settings.respect_gitignore and not args.no_respect_gitignore
     for pattern, codes in _per_file(args.per_file_ignores or []).items():
         settings.per_file_ignores.setdefault(pattern, []).extend(codes)
     if args.fail_level:
         settings.fail_level = Severity.parse(args.fail_level)
+    if args.baseline:
+        settings.baseline = Path(args.baseline)
 
 
 def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
@@ -315,10 +393,11 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     settings.capture = settings.capture and not args.no_capture
-    settings.static_only = args.static_only
+    settings.static_only = args.static_only or bool(settings.sources)
     settings.dynamic = not args.no_dynamic
     settings.verbose = args.verbose
     settings.debug = args.debug
+    settings.quiet = args.quiet
     settings.cache = settings.cache and not args.no_cache
     settings.report = args.report
     settings.stats = args.stats
@@ -338,7 +417,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         for key, value in load_config(config_path).items():
             setattr(settings, key, value)
         settings.config_path = config_path
-    if args.paths:
+    if reads_stdin(args):
+        take_stdin(settings, args)
+    elif args.paths:
         settings.paths = list(args.paths)
     elif not settings.paths:
         settings.paths = ["."]
@@ -352,7 +433,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--script {settings.script}: no such file")
     if args.script_args is not None and settings.script is None:
         raise UsageError("--script-args: no training script to pass them to (use --script PATH)")
-    if settings.model and not args.static_only:
+    if settings.model and not settings.static_only:
         from nnlint.setup.overrides import check_overrides
 
         check_overrides(settings)
@@ -378,37 +459,21 @@ def _explain(target: str) -> str:
     return "\n".join(f"{explain(r)}\nDocumentation: {r.url()}\n" for r in rules)
 
 
-def _write(text: str, output_file: str | None) -> None:
-    if output_file:
-        try:
-            Path(output_file).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--output-file {output_file}: {exc.strerror}") from None
-    else:
-        try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader left (`nnlint ... | head`): end quietly, as Unix tools do,
-            # and keep Python from failing again when it flushes stdout at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
 def _run(argv: Sequence[str]) -> int:
     argv = list(argv)
     if len(argv) >= 1 and argv[0] == "rule":
         if len(argv) != 2:
             raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
-        _write(_explain(argv[1]), None)
+        write_output(_explain(argv[1]), None)
         return EXIT_CLEAN
     args = build_parser().parse_args(argv)
     if args.paths and args.paths[0] == "rule" and not Path("rule").exists():
         if len(args.paths) != 2:
             raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
-        _write(_explain(args.paths[1]), None)
+        write_output(_explain(args.paths[1]), None)
         return EXIT_CLEAN
     if args.explain:
-        _write(_explain(args.explain), None)
+        write_output(_explain(args.explain), None)
         return EXIT_CLEAN
     from nnlint.core.registry import load_registry
 
@@ -416,12 +481,16 @@ def _run(argv: Sequence[str]) -> int:
     if args.list_rules:
         from nnlint.docs import plain_list, rules_json
 
-        _write(rules_json(registry) if args.format == "json" else plain_list(registry), None)
+        write_output(rules_json(registry) if args.format == "json" else plain_list(registry), None)
         return EXIT_CLEAN
     settings = settings_from(args)
-    from nnlint.engine import run
-
-    result = run(settings, registry)
+    if args.show_files or args.show_settings:
+        return show(args, settings)
+    if args.add_noqa or args.update_baseline:
+        return adopt(args, settings, registry)
+    if args.diff or args.fix_only:
+        return fix_only(args, settings, registry)
+    result, fixed = lint(args, settings, registry)
     if not result.files and not settings.model:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
@@ -429,16 +498,29 @@ def _run(argv: Sequence[str]) -> int:
         print(f"nnlint: {who} ran with {result.protection_detail}", file=sys.stderr)
     if settings.verbose and result.setup is not None:
         print(f"nnlint: {setup_line(result.setup)}", file=sys.stderr)
-    color = args.format in ("text", "full") and not args.output_file and sys.stdout.isatty()
+    full, color = styles(args)
     text = render(
-        result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics
+        result,
+        registry,
+        args.format,
+        quiet=args.quiet,
+        color=color,
+        full=full,
+        statistics=args.statistics,
+        unsafe_fixes=args.unsafe_fixes,
+        fixed=fixed,
     )
-    _write(text, args.output_file)
+    if args.fix and settings.sources and not args.output_file:
+        sys.stderr.write(text)  # stdout holds the fixed source
+    else:
+        write_output(text, args.output_file)
+    if settings.debug and not full:
+        print_tracebacks(result)
     if args.stats:
         documents = args.format not in ("text", "full", "concise") and not args.output_file
         table = format_stats(result.stats, color=color)
         # stdout holds one whole document in the machine formats: the table goes to stderr
-        print(table, end="", file=sys.stderr) if documents else _write(table, None)
+        print(table, end="", file=sys.stderr) if documents else write_output(table, None)
     if args.report is not None:
         from nnlint.htmlreport import render_report
 

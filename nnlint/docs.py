@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import textwrap
 from pathlib import Path
@@ -59,6 +60,18 @@ def explain(rule: type[Rule]) -> str:
             for key, opt in rule.options.items()
         ]
         parts.append(f"\nSet them under `[tool.nnlint.rules.{rule.name}]`.")
+    for i, (before, after) in enumerate(rule.fixes, start=1):
+        parts += ["", f"## Fix example {i}", "", "```diff"]
+        parts += [
+            line.rstrip()
+            for line in difflib.unified_diff(
+                textwrap.dedent(before).strip().splitlines(),
+                textwrap.dedent(after).strip().splitlines(),
+                lineterm="",
+                n=2,
+            )
+        ][2:]
+        parts.append("```")
     for title, examples in (("Flagged", rule.invalid), ("Not flagged", rule.valid)):
         for i, example in enumerate(examples, start=1):
             parts += [

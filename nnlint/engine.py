@@ -5,6 +5,7 @@ Data flows one way: settings in, a `Result` out. Nothing here prints or exits.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import time
@@ -13,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnlint.core import baseline
 from nnlint.core.cache import ScriptCache, content_hash, run_key
 from nnlint.core.config import Settings, validate_rule_options
 from nnlint.core.files import collect_files, display_path
 from nnlint.core.finding import Finding, Phase
+from nnlint.core.gitignore import GitIgnore
 from nnlint.core.registry import Registry, load_registry
 from nnlint.core.rule import Rule
 from nnlint.core.suppress import Suppressor
@@ -38,6 +41,7 @@ class Result:
     root: Path = field(default_factory=Path.cwd)
     protection: str | None = None  # what contained the training script ("overlay + landlock")
     protection_detail: str | None = None  # the same, with what the kernel did not offer
+    sources: dict[str, str] = field(default_factory=dict)  # display path -> text not on disk
     setup: dict | None = None  # the task and loss the dynamic checks used, and what chose them
     stats: dict[str, Any] | None = None  # inputs, layers, training curve for --report/--stats
 
@@ -55,17 +59,19 @@ def _cores() -> int:
 
 
 def _lint_files(
-    tasks: Sequence[tuple[Path, str]],
+    tasks: Sequence[tuple[Path, str, str | None]],
     settings: Settings,
     rules: Sequence[Rule],
     codes_options: tuple,
 ) -> list[list[Finding]]:
-    """The script findings of each (path, display path), in order."""
+    """The script findings of each (path, display path, text or None to read it), in order."""
     script_rules = [r for r in rules if r.kind is Phase.SCRIPT]
     jobs = min(settings.jobs or _cores(), len(tasks) // _MIN_FILES_PER_WORKER)
     if jobs <= 1:
         root, debug = settings.root, settings.debug
-        return [lint_file(path, display, script_rules, root, debug) for path, display in tasks]
+        return [
+            lint_file(p, display, script_rules, root, debug, text) for p, display, text in tasks
+        ]
     # Imported here: a pre-commit run on a few files never needs a pool.
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -83,20 +89,20 @@ def _script_phase(
     files: Sequence[Path], settings: Settings, rules: Sequence[Rule], codes_options: tuple
 ) -> list[Finding]:
     """Script findings of every file: from the cache where the file is unchanged."""
-    tasks = [(f, display_path(f, settings.root)) for f in files]
-    if not settings.cache:
+    tasks = [(f, display_path(f, settings.root), settings.sources.get(f.resolve())) for f in files]
+    if not settings.cache or settings.sources:
         return [f for found in _lint_files(tasks, settings, rules, codes_options) for f in found]
     cache = ScriptCache(settings.root, run_key(settings.root, codes_options, settings.debug))
     findings: list[Finding] = []
     misses: list[tuple[Path, str, str | None]] = []
-    for path, display in tasks:
+    for path, display, _ in tasks:
         digest = content_hash(path)
         hit = cache.get(display, digest)
         if hit is None:
             misses.append((path, display, digest))
         else:
             findings.extend(hit)
-    linted = _lint_files([(p, d) for p, d, _ in misses], settings, rules, codes_options)
+    linted = _lint_files([(p, d, None) for p, d, _ in misses], settings, rules, codes_options)
     for (_, display, digest), found in zip(misses, linted, strict=True):
         findings.extend(found)
         cache.put(display, digest, found)
@@ -114,9 +120,9 @@ def _init_worker(codes_options: tuple, root: Path, debug: bool) -> None:
     _WORKER["debug"] = debug
 
 
-def _lint_in_worker(task: tuple[Path, str]) -> list[Finding]:
-    path, display = task
-    return lint_file(path, display, _WORKER["rules"], _WORKER["root"], _WORKER["debug"])
+def _lint_in_worker(task: tuple[Path, str, str | None]) -> list[Finding]:
+    path, display, text = task
+    return lint_file(path, display, _WORKER["rules"], _WORKER["root"], _WORKER["debug"], text)
 
 
 def _per_file_ignored(finding: Finding, settings: Settings, registry: Registry) -> bool:
@@ -128,6 +134,18 @@ def _per_file_ignored(finding: Finding, settings: Settings, registry: Registry) 
                 if any(r.code == finding.code for r in registry.matching(sel)):
                     return True
     return False
+
+
+def select_files(settings: Settings) -> list[Path]:
+    """The files a run lints (`--show-files` prints them)."""
+    return collect_files(
+        settings.paths,
+        [*settings.exclude, *settings.extend_exclude],
+        settings.root,
+        settings.sources,
+        gitignore=GitIgnore(settings.root) if settings.respect_gitignore else None,
+        force_exclude=settings.force_exclude,
+    )
 
 
 def run(settings: Settings, registry: Registry | None = None) -> Result:
@@ -146,7 +164,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     about: dict[str, Any] = {}
 
     start = time.perf_counter()
-    files = collect_files(settings.paths, settings.exclude, settings.root)
+    files = select_files(settings)
     findings = _script_phase(files, settings, rules, codes_options)
     timings["script"] = time.perf_counter() - start
 
@@ -157,7 +175,8 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
             found = run_model_phases(settings, rules, timings, about=about)
             findings.extend(model_findings_to_cells(found, settings.root))
 
-    suppressor = Suppressor(settings.root)
+    texts = {display_path(p, settings.root): text for p, text in settings.sources.items()}
+    suppressor = Suppressor(settings.root, texts)
     findings = suppressor.apply(findings)
     enabled = {r.code for r in selected}
     checked = [display_path(f, settings.root) for f in files]
@@ -165,6 +184,16 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         findings.extend(suppressor.invalid(checked, registry.is_known_token))
     findings = [
         f for f in findings if f.code in enabled and not _per_file_ignored(f, settings, registry)
+    ]
+    if settings.baseline is not None:
+        prints = baseline.Fingerprints(settings.root, settings.baseline.parent, texts)
+        findings = baseline.without_recorded(findings, baseline.load(settings.baseline), prints)
+    # A fix may only touch the files being linted (a graph finding's model source may
+    # not be), and not a notebook, whose edits would be in its joined cells' lines.
+    linted = set(checked)
+    findings = [
+        f if f.path in linted and f.cell is None else dataclasses.replace(f, fix=None)
+        for f in findings
     ]
     findings = sorted(
         set(findings), key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code, f.message)
@@ -175,4 +204,5 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         findings, checked, codes, timings, settings.root, protection, detail, about.get("setup")
     )
     result.stats = about.get("stats")
+    result.sources = texts
     return result

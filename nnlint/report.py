@@ -11,7 +11,6 @@ import io
 import json
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 from nnlint import __version__
 from nnlint.ci_formats import (
@@ -44,38 +43,81 @@ def setup_line(setup: dict) -> str:
     return f"task {task} (from {setup.get('task_from') or 'nothing'}); loss {loss} ({chosen})"
 
 
-def concise_line(f: Finding) -> str:
-    return f"{f.location()}: {f.code} {f.message}"
+def _mark(f: Finding, unsafe: bool) -> str:
+    """ruff's `[*]` before the message of a finding `--fix` would resolve."""
+    return "[*] " if f.fix is not None and f.fix.applicable(unsafe) else ""
 
 
-def summary_line(findings: Sequence[Finding]) -> str:
+def concise_line(f: Finding, unsafe: bool = False) -> str:
+    return f"{f.location()}: {f.code} {_mark(f, unsafe)}{f.message}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def summary_line(findings: Sequence[Finding], fixed: int = 0) -> str:
     if not findings:
-        return "All checks passed!"
+        return (
+            f"Found {_plural(fixed, 'finding')} ({fixed} fixed, 0 remaining)."
+            if fixed
+            else ("All checks passed!")
+        )
     counts = Counter(f.severity for f in findings)
-    parts = [
-        f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in reversed(Severity) if counts[s]
-    ]
+    parts = [_plural(counts[s], str(s)) for s in reversed(Severity) if counts[s]]
     total = len(findings)
-    return f"Found {total} finding{'s' if total != 1 else ''} ({', '.join(parts)})."
+    if fixed:
+        parts.insert(0, f"{fixed} fixed, {total} remaining")
+        total += fixed
+    return f"Found {_plural(total, 'finding')} ({', '.join(parts)})."
 
 
-def format_concise(result: Result, quiet: bool = False) -> str:
-    lines = [concise_line(f) for f in result.findings]
+def fixable_line(findings: Sequence[Finding], unsafe: bool = False) -> str | None:
+    """'[*] 2 fixable with `--fix` (1 more with `--fix --unsafe-fixes`).', or None."""
+    safe = sum(1 for f in findings if f.fix is not None and f.fix.safe)
+    risky = sum(1 for f in findings if f.fix is not None and not f.fix.safe)
+    if unsafe:
+        return f"[*] {safe + risky} fixable with `--fix --unsafe-fixes`." if safe + risky else None
+    if not safe and not risky:
+        return None
+    if not safe:
+        return f"No safe fixes ({risky} fixable with `--fix --unsafe-fixes`)."
+    more = f" ({risky} more with `--fix --unsafe-fixes`)" if risky else ""
+    return f"[*] {safe} fixable with `--fix`{more}."
+
+
+def _summary(result: Result, unsafe: bool, fixed: int) -> list[str]:
+    hint = fixable_line(result.findings, unsafe)
+    return [summary_line(result.findings, fixed), *([hint] if hint else [])]
+
+
+def format_concise(
+    result: Result, quiet: bool = False, unsafe: bool = False, fixed: int = 0
+) -> str:
+    lines = [concise_line(f, unsafe) for f in result.findings]
     if not quiet:
-        lines.append(summary_line(result.findings))
+        lines += _summary(result, unsafe, fixed)
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _source_line(root: Path, f: Finding, cache: dict) -> str | None:
+def _source_line(result: Result, f: Finding, cache: dict) -> str | None:
     if f.path not in cache:
-        cache[f.path] = source_lines(root / f.path)
+        text = result.sources.get(f.path)
+        cache[f.path] = source_lines(result.root / f.path) if text is None else text.splitlines()
     lines = cache[f.path]
     if isinstance(lines, dict):
         lines = lines.get(f.cell, [])
     return lines[f.line - 1] if 0 < f.line <= len(lines) else None
 
 
-def format_text(result: Result, quiet: bool = False, color: bool = True, width: int = 100) -> str:
+def format_text(
+    result: Result,
+    quiet: bool = False,
+    color: bool = True,
+    width: int = 100,
+    unsafe: bool = False,
+    fixed: int = 0,
+) -> str:
     """Rich output: location, code, message, the source line with a caret, and the note."""
     from rich.console import Console
     from rich.text import Text
@@ -95,10 +137,10 @@ def format_text(result: Result, quiet: bool = False, color: bool = True, width: 
         head.append(f.location(), style="bold")
         head.append(": ")
         head.append(f.code, style=_STYLE[f.severity])
-        head.append(f" {f.message}")
+        head.append(f" {_mark(f, unsafe)}{f.message}")
         head.append(f" [{f.name}]", style="dim")
         console.print(head)
-        source = _source_line(result.root, f, cache)
+        source = _source_line(result, f, cache)
         if source is not None:
             gutter = f"{f.line:>5} | "
             console.print(Text.assemble((gutter, "blue"), source.expandtabs(4)))
@@ -115,7 +157,8 @@ def format_text(result: Result, quiet: bool = False, color: bool = True, width: 
             console.print(Text.assemble(("      = note: ", "blue"), f.note))
         console.print()
     if not quiet:
-        console.print(Text(summary_line(result.findings), style="bold"))
+        for line in _summary(result, unsafe, fixed):
+            console.print(Text(line, style="bold"))
     return buffer.getvalue()
 
 
@@ -260,16 +303,19 @@ def render(
     *,
     quiet: bool = False,
     color: bool = False,
+    full: bool | None = None,
     statistics: bool = False,
+    unsafe_fixes: bool = False,
+    fixed: int = 0,
 ) -> str:
+    """The report. `full` text shows source lines (by default when `color`);
+    `unsafe_fixes` marks unsafe fixes `[*]` too; `fixed` counts what `--fix` did."""
     if statistics and output_format in ("text", "full", "concise"):
         return format_statistics(result, registry)
-    if output_format == "text":
-        return format_text(result, quiet, color) if color else format_concise(result, quiet)
-    if output_format == "full":
-        return format_text(result, quiet, color)
-    if output_format == "concise":
-        return format_concise(result, quiet)
+    if output_format == "full" or (output_format == "text" and (color if full is None else full)):
+        return format_text(result, quiet, color, unsafe=unsafe_fixes, fixed=fixed)
+    if output_format in ("text", "concise"):
+        return format_concise(result, quiet, unsafe_fixes, fixed)
     if output_format == "json":
         return format_json(result, registry)
     if output_format == "sarif":

@@ -38,6 +38,23 @@ def run_example(rule: type[Rule], source: str) -> list[Finding]:
     return [f for f in check_example(source, select=[rule.code]) if f.code == rule.code]
 
 
+def fix_example(rule: type[Rule], source: str, rounds: int = 10) -> str:
+    """`source` with `rule`'s fixes (unsafe ones too) applied until none is left."""
+    from nnlint.fixing import apply_fixes
+
+    text = textwrap.dedent(source)
+    for _ in range(rounds):
+        fixable = [f for f in run_example(rule, text) if f.fix is not None]
+        text, used = apply_fixes(text, Path(filename_of(rule)), fixable)
+        if not used:
+            break
+    return text
+
+
+def filename_of(rule: type[Rule]) -> str:
+    return "train.py" if rule.kind is Phase.SCRIPT else "model.py"
+
+
 def assert_clean(model_or_factory, batch=None, loss_fn=None, optimizer=None, **options) -> None:
     """Fail a test with the findings as text when `nnlint.check` finds anything.
 

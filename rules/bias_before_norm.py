@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from nnlint.core.finding import Finding
 from nnlint.core.rule import GraphRule
+from nnlint.script import edits
 
 _NORMS = frozenset({"batch_norm", "instance_norm"})
 
@@ -29,6 +31,12 @@ class BiasBeforeNorm(GraphRule):
     ...
     x = self.bn(self.conv(x))
     ```
+
+    ## Fix
+    Unsafe: adds `bias=False` to the `nn.Conv2d(...)` or `nn.Linear(...)` call
+    at the layer's construction line, when that file is among those linted and
+    the line holds one such call. Checkpoints saved with the bias then no
+    longer load with `strict=True`.
 
     ## Use instead
     ```python
@@ -60,6 +68,38 @@ model = Net()
 import torch.nn as nn
 model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 2))
 """,
+    )
+    fixes = (
+        (
+            """
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)).relu()
+
+model = Net()
+""",
+            """
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)).relu()
+
+model = Net()
+""",
+        ),
     )
     valid = (
         """
@@ -98,10 +138,21 @@ model = nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), Residual())
             if node.module_name in seen:
                 continue
             seen.add(node.module_name)
+            site = ctx.module_site(node.module_name)
             yield ctx.report(
                 self,
-                ctx.module_site(node.module_name),
+                site,
+                autofix=_no_bias(ctx, node.module_name, site),
                 note=ctx.forward_line(users[0].module_name),
                 layer=ctx.label(node.module_name),
                 norm=ctx.label(users[0].module_name),
             )
+
+
+def _no_bias(ctx, name: str, site):
+    """`bias=False` added at the construction line of torch's own layer `name`."""
+    layer = type(ctx.model.get_submodule(name))
+    if site is None or not layer.__module__.startswith("torch.nn."):
+        return None
+    edit = edits.keyword_at_site(Path(site.path), site.line, {layer.__name__}, "bias=False")
+    return edits.fix("Pass `bias=False`", edit, safe=False)

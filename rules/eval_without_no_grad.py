@@ -6,6 +6,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script import edits
 from nnlint.script.loops import BACKWARD, analyze
 
 
@@ -49,6 +50,11 @@ class EvalWithoutNoGrad(ScriptRule):
     Code that needs gradients of the inputs (saliency maps, adversarial
     examples) calls `requires_grad_` or `torch.autograd.grad`; such
     functions are left alone.
+
+    ## Fix
+    Unsafe: wraps the evaluation loop in `with torch.no_grad():` (in a file
+    that has `import torch`). Code in the loop that needs gradients after all
+    (a saliency map, an attack) would stop working.
     """
 
     needs = ("eval",)
@@ -81,6 +87,35 @@ def score(model, loader):
 model.eval()
 print(score(model, val_loader))
 """,
+    )
+    fixes = (
+        (
+            """
+import torch
+
+def evaluate(model, loader):
+    model.eval()
+    correct = 0
+    for x, y in loader:
+        # count the hits
+        correct += (model(x).argmax(1) == y).sum().item()
+
+    return correct
+""",
+            """
+import torch
+
+def evaluate(model, loader):
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            # count the hits
+            correct += (model(x).argmax(1) == y).sum().item()
+
+    return correct
+""",
+        ),
     )
     valid = (
         """
@@ -140,7 +175,9 @@ with torch.no_grad():
                 ):
                     if node not in reported:
                         reported.add(node)
-                        yield ctx.report(self, node, model=model)
+                        yield ctx.report(
+                            self, node, model=model, autofix=_no_grad(ctx, tracker, node)
+                        )
                     break
 
     def _in_callees(self, ctx, analysis, body, model: str, start, reported) -> Iterator[Finding]:
@@ -170,8 +207,23 @@ with torch.no_grad():
                     ):
                         if node not in reported:
                             reported.add(node)
-                            yield ctx.report(self, node, model=param)
+                            autofix = _no_grad(ctx, tracker, node)
+                            yield ctx.report(self, node, model=param, autofix=autofix)
                         break
+
+
+def _no_grad(ctx, tracker, call: cst.Call):
+    """The outermost loop around `call` (in its function) wrapped in `torch.no_grad()`."""
+    if not edits.imports_plainly(ctx, "torch"):
+        return None
+    kinds = (cst.For, cst.While, cst.FunctionDef, cst.ClassDef)
+    loop = tracker.enclosing(call, kinds)
+    while isinstance(tracker.enclosing(loop, kinds), cst.For | cst.While):
+        loop = tracker.enclosing(loop, kinds)
+    if not isinstance(loop, cst.For | cst.While):
+        return None
+    wrap = edits.wrap_in_with(ctx, loop, "torch.no_grad()")
+    return edits.fix("Wrap the loop in `torch.no_grad()`", wrap, safe=False)
 
 
 def _bound_param(tracker, site: cst.Call, callee: cst.FunctionDef, model: str) -> str | None:

@@ -6,6 +6,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script import edits
 from nnlint.script.values import values
 
 
@@ -34,6 +35,9 @@ class ForwardCalledDirectly(ScriptRule):
     logits = model(x)
     ```
 
+    ## Fix
+    Safe: `model.forward(x)` becomes `model(x)`.
+
     ## Known problems
     The `forward` of other libraries' networks (OpenCV's `cv2.dnn`, ONNX
     Runtime, ...) and `.forward()` with no input are left alone.
@@ -54,6 +58,20 @@ import torch
 model = torch.nn.Linear(4, 2)
 logits = model.forward(torch.randn(1, 4))
 """,
+    )
+    fixes = (
+        (
+            """
+import torch
+model = torch.nn.Linear(4, 2)
+logits = model.forward(torch.randn(1, 4))
+""",
+            """
+import torch
+model = torch.nn.Linear(4, 2)
+logits = model(torch.randn(1, 4))
+""",
+        ),
     )
     valid = (
         """
@@ -92,7 +110,10 @@ logits = model(torch.randn(1, 4))
                 continue  # `net.forward()` with no input is not a torch module's forward
             if _foreign(tracker, receiver):
                 continue
-            yield ctx.report(self, call, receiver=tracker.code(receiver))
+            autofix = edits.fix(
+                "Call the module", edits.replace(ctx, func, edits.code(ctx, receiver)), safe=True
+            )
+            yield ctx.report(self, call, receiver=tracker.code(receiver), autofix=autofix)
 
 
 def _names_forward_on_purpose(receiver: cst.BaseExpression) -> bool:

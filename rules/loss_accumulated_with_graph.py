@@ -7,6 +7,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script import edits
 from nnlint.script.values import values
 
 # Evaluation helpers return a statistic, not a loss to backpropagate.
@@ -46,6 +47,12 @@ class LossAccumulatedWithGraph(ScriptRule):
         optimizer.step()
         total_loss += loss.item()
     ```
+
+    ## Fix
+    Unsafe: accumulates `loss.detach()`, which holds no graph. The total stays a
+    tensor, so code reading it afterwards (`total.item()`) keeps working; it is
+    unsafe because code that meant to backpropagate through the total would
+    no longer reach the model.
 
     ## Known problems
     A total that is later backpropagated (`total.backward()`, or a list of
@@ -97,6 +104,28 @@ for i, (x, y) in enumerate(loader):
         print(running / 10)
         running = 0
 """,
+    )
+    fixes = (
+        (
+            """
+import torch
+crit = torch.nn.CrossEntropyLoss()
+total_loss = 0
+for x, y in loader:
+    loss = crit(model(x), y)
+    loss.backward()
+    total_loss += loss
+""",
+            """
+import torch
+crit = torch.nn.CrossEntropyLoss()
+total_loss = 0
+for x, y in loader:
+    loss = crit(model(x), y)
+    loss.backward()
+    total_loss += loss.detach()
+""",
+        ),
     )
     valid = (
         """
@@ -161,7 +190,12 @@ for x, y in val_loader:
                 continue
             if _builds_returned_loss(tracker, loop, target):
                 continue
-            yield ctx.report(self, node, target=name, value=tracker.code(value))
+            autofix = edits.fix(
+                "Accumulate a detached copy",
+                edits.replace(ctx, value, edits.operand(ctx, value) + ".detach()"),
+                safe=False,
+            )
+            yield ctx.report(self, node, target=name, value=tracker.code(value), autofix=autofix)
 
 
 def _accumulation(node: cst.CSTNode) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import libcst as cst
+
 from nnlint.core.finding import Finding, Severity
+from nnlint.core.fix import Fix
 from nnlint.core.rule import ScriptRule
+from nnlint.script import edits
 from nnlint.script.loops import BACKWARD, GRAD_WRITE, STEP, ZERO_GRAD, analyze
 
 
@@ -42,6 +46,10 @@ class MissingZeroGrad(ScriptRule):
         loss.backward()
         optimizer.step()
     ```
+
+    ## Fix
+    Unsafe: calls `optimizer.zero_grad()` at the top of the loop. Code that
+    meant to accumulate gradients over iterations would stop doing so.
 
     ## Known problems
     Gradient accumulation that clears every N steps is fine: any clear in the
@@ -92,6 +100,29 @@ for epoch in range(3):
         train_step(model, batch, opt)
 """,
     )
+    fixes = (
+        (
+            """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+""",
+            """
+import torch
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+""",
+        ),
+    )
     valid = (
         """
 import torch
@@ -132,7 +163,8 @@ for x, y in loader:
 
     def check(self, ctx) -> Iterator[Finding]:
         seen = set()
-        for loop in analyze(ctx).loops:
+        analysis = analyze(ctx)
+        for loop in analysis.loops:
             if not loop.of(BACKWARD):
                 continue
             clears = loop.of(ZERO_GRAD) + loop.of(GRAD_WRITE)
@@ -151,6 +183,32 @@ for x, y in loader:
                 else:
                     what = f"`{step.target}.step()`"
                     fix = f"call `{step.target}.zero_grad()` each iteration"
+                autofix = None if step.manual else _clear_first(ctx, analysis, loop.node, step)
                 yield ctx.report(
-                    self, step.node, what=what, fix=fix, note=f"loop at {ctx.line_label(line)}"
+                    self,
+                    step.node,
+                    what=what,
+                    fix=fix,
+                    note=f"loop at {ctx.line_label(line)}",
+                    autofix=autofix,
                 )
+
+
+def _clear_first(ctx, analysis, loop: cst.For | cst.While, step) -> Fix | None:
+    """`optimizer.zero_grad()` as the first statement of the innermost loop around the
+    step, when that is in the loop's own body (not a helper, whose optimizer may have
+    another name here)."""
+    inner = analysis.values.enclosing(step.node, (cst.For, cst.While, cst.FunctionDef))
+    if not isinstance(inner, cst.For | cst.While):
+        return None
+    outer, here = ctx.position(loop), ctx.position(inner)
+    if (here.start.line, here.start.column) < (outer.start.line, outer.start.column):
+        return None
+    body = inner.body
+    if not isinstance(body, cst.IndentedBlock) or not body.body:
+        return None
+    return edits.fix(
+        f"Call `{step.target}.zero_grad()` each iteration",
+        edits.insert_line_before(ctx, body.body[0], f"{step.target}.zero_grad()"),
+        safe=False,
+    )

@@ -6,6 +6,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script import edits
 from nnlint.script.values import values
 
 
@@ -32,6 +33,11 @@ class SigmoidBeforeBceWithLogits(ScriptRule):
     criterion = nn.BCEWithLogitsLoss()
     loss = criterion(model(x), y)
     ```
+
+    ## Fix
+    Unsafe: drops the sigmoid (`torch.sigmoid(logits)` becomes `logits`, where
+    the loss reads it or where it is assigned). Other code reading the same
+    variable then sees logits instead of probabilities.
     """
 
     needs = ("sigmoid", "Sigmoid")
@@ -49,6 +55,20 @@ crit = nn.BCEWithLogitsLoss()
 scores = model(x).sigmoid()
 loss = crit(scores, y)
 """,
+    )
+    fixes = (
+        (
+            """
+import torch
+import torch.nn.functional as F
+loss = F.binary_cross_entropy_with_logits(torch.sigmoid(model(x)), y)
+""",
+            """
+import torch
+import torch.nn.functional as F
+loss = F.binary_cross_entropy_with_logits(model(x), y)
+""",
+        ),
     )
     valid = (
         """
@@ -73,7 +93,10 @@ bce = nn.BCELoss()(torch.sigmoid(logits), y)
             positional = [a for a in call.args if a.keyword is None and not a.star]
             first = positional[0].value if positional else _keyword(call, "input")
             if first is not None and "sigmoid" in tracker.tags(first):
-                yield ctx.report(self, call)
+                source = edits.activation_source(tracker, first, {"sigmoid"})
+                drop = edits.drop_activation(tracker, source, {"sigmoid"}) if source else None
+                autofix = edits.fix("Drop the sigmoid", drop, safe=False)
+                yield ctx.report(self, call, autofix=autofix)
 
 
 def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:

@@ -6,6 +6,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script import edits
 from nnlint.script.values import values
 
 
@@ -39,6 +40,12 @@ class SoftmaxBeforeCrossEntropy(ScriptRule):
     loss = criterion(model(x), y)
     probs = F.softmax(logits, dim=1)  # only where probabilities are needed
     ```
+
+    ## Fix
+    Unsafe: drops the softmax before cross entropy (`F.softmax(logits, 1)`
+    becomes `logits`, where the loss reads it or where it is assigned) and
+    makes it a `log_softmax` before NLL. Other code reading the same
+    variable then sees logits instead of probabilities.
     """
 
     needs = ("softmax", "Softmax")
@@ -93,6 +100,32 @@ def train_step(x, y):
     return F.nll_loss(model(x)[mask], y[mask])
 """,
     )
+    fixes = (
+        (
+            """
+import torch.nn.functional as F
+logits = model(x)
+probs = F.softmax(logits, dim=-1)
+loss = F.cross_entropy(probs.view(-1, probs.size(-1)), y.view(-1))
+""",
+            """
+import torch.nn.functional as F
+logits = model(x)
+probs = logits
+loss = F.cross_entropy(probs.view(-1, probs.size(-1)), y.view(-1))
+""",
+        ),
+        (
+            """
+import torch
+loss = torch.nn.functional.nll_loss(torch.softmax(model(x), dim=-1), y)
+""",
+            """
+import torch
+loss = torch.nn.functional.nll_loss(torch.log_softmax(model(x), dim=-1), y)
+""",
+        ),
+    )
     valid = (
         """
 import torch.nn as nn
@@ -127,7 +160,25 @@ loss = CE()(logits, y)
                     if family == "cross_entropy"
                     else "use `log_softmax` instead of `softmax`"
                 )
-                yield ctx.report(self, call, loss=family, fix=fix)
+                autofix = _fix(tracker, arg, family)
+                yield ctx.report(self, call, loss=family, fix=fix, autofix=autofix)
+
+
+def _fix(tracker, arg: cst.BaseExpression, family: str):
+    """Drop the softmax (cross entropy takes logits) or make it a log_softmax (NLL)."""
+    source = edits.activation_source(tracker, arg, {"softmax"})
+    if source is None:
+        return None
+    if family == "cross_entropy":
+        return edits.fix(
+            "Drop the softmax", edits.drop_activation(tracker, source, {"softmax"}), safe=False
+        )
+    func = source.func
+    if not isinstance(func, cst.Attribute) or func.attr.value != "softmax":
+        return None
+    return edits.fix(
+        "Use `log_softmax`", edits.replace(tracker.ctx, func.attr, "log_softmax"), safe=False
+    )
 
 
 def _family(tracker, call: cst.Call) -> str | None:

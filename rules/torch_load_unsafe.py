@@ -9,7 +9,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
-from nnlint.script import project
+from nnlint.script import edits, project
 from nnlint.script.values import values
 
 # torch 2.6 made `weights_only=True` the default of `torch.load`.
@@ -44,6 +44,11 @@ class TorchLoadUnsafe(ScriptRule):
     state = torch.load("checkpoint.pt", weights_only=True)
     ```
 
+    ## Fix
+    Passes `weights_only=True`. Safe where what is loaded goes straight into
+    `load_state_dict(...)`; unsafe elsewhere, since a checkpoint that holds
+    more than tensors would no longer load.
+
     ## Known problems
     When the code evidently reads more than tensors from the checkpoint (it
     calls the loaded module, or reads `ckpt["args"]`, `ckpt["model"].state_dict()`),
@@ -69,6 +74,28 @@ state = torch.load("ckpt.pt", map_location="cpu", weights_only=False)
 from torch import load
 state = load("ckpt.pt")
 """,
+    )
+    fixes = (
+        (
+            """
+import torch
+model.load_state_dict(torch.load("ckpt.pt", map_location="cpu"))
+""",
+            """
+import torch
+model.load_state_dict(torch.load("ckpt.pt", map_location="cpu", weights_only=True))
+""",
+        ),
+        (
+            """
+import torch
+state = torch.load("ckpt.pt", weights_only=False)
+""",
+            """
+import torch
+state = torch.load("ckpt.pt", weights_only=True)
+""",
+        ),
     )
     valid = (
         """
@@ -99,10 +126,10 @@ hparams = ckpt["args"]
                 continue
             if _holds_objects(tracker, call):
                 continue  # `weights_only=True` could not load it: the advice would break the script
+            autofix = _weights_only(tracker, call, flag)
             if unsafe:
-                yield ctx.report(
-                    self, call, why="with `weights_only=False` unpickles arbitrary code"
-                )
+                why = "with `weights_only=False` unpickles arbitrary code"
+                yield ctx.report(self, call, why=why, autofix=autofix)
                 continue
             floor = torch_floor(ctx.path, ctx.project_root)
             if floor is None or floor < _SAFE_DEFAULT:
@@ -112,7 +139,34 @@ hparams = ckpt["args"]
                     else f"the declared torch floor is {floor[0]}.{floor[1]}"
                 )
                 why = f"defaults to `weights_only=False` before torch 2.6 ({declared})"
-                yield ctx.report(self, call, why=why)
+                yield ctx.report(self, call, why=why, autofix=autofix)
+
+
+def _weights_only(tracker, call: cst.Call, flag: cst.CSTNode | None):
+    """`weights_only=True` passed: safe where the result only goes into
+    `load_state_dict(...)` (a state dict loads either way), unsafe elsewhere, since a
+    checkpoint holding other objects would no longer load."""
+    ctx = tracker.ctx
+    if flag is not None:
+        edit = edits.replace(ctx, flag, "True")
+    elif call.args:
+        edit = edits.insert_after(ctx, call.args[-1].value, ", weights_only=True")
+    else:
+        return None
+    uses = _uses(tracker, call)
+    safe = bool(uses) and all(_restored(tracker, _unmoved(tracker, u)) for u in uses)
+    return edits.fix("Pass `weights_only=True`", edit, safe=safe)
+
+
+def _unmoved(tracker, use: cst.CSTNode) -> cst.CSTNode:
+    """`use` read through `.to(device)`-like moves, which keep a state dict one."""
+    parent = tracker.ctx.parent(use)
+    while isinstance(parent, cst.Attribute) and parent.value is use and parent.attr.value in _MOVES:
+        call = tracker.ctx.parent(parent)
+        if not isinstance(call, cst.Call):
+            break
+        use, parent = call, tracker.ctx.parent(call)
+    return use
 
 
 # What a checkpoint holding pickled objects is read for: a module's own methods,

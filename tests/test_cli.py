@@ -127,14 +127,17 @@ def test_json_output_is_one_complete_document(cli, write):
         "severity": "error",
         "message": finding["message"],
         "path": "train.py",
+        "cell": None,
         "line": 8,
         "column": 5,
         "end_line": 8,
         "end_column": 21,
         "phase": "script",
         "note": "loop at line 5",
+        "fix": finding["fix"],
         "url": "https://github.com/nnlint/nnlint/blob/main/docs/rules.md#nn201-missing-zero-grad",
     }
+    assert finding["fix"]["applicability"] == "unsafe"
 
 
 def test_json_output_is_absent_on_usage_error(cli, write):

@@ -25,7 +25,8 @@ LAYERS = (
     ("nnlint.pipeline",),
     ("nnlint.engine",),
     ("nnlint.ci_formats", "nnlint.htmlreport"),
-    ("nnlint.api", "nnlint.docs", "nnlint.report", "nnlint.rule"),
+    ("nnlint.api", "nnlint.docs", "nnlint.fixing", "nnlint.report", "nnlint.rule"),
+    ("nnlint.cli_modes",),
     ("nnlint.testing", "nnlint.cli"),
     ("nnlint.pytest_plugin", "nnlint.__main__"),
 )

@@ -108,3 +108,21 @@ def test_local_model_hook(tmp_path, hook_env, text, expected):
         timeout=300,
     )
     assert proc.returncode == expected, proc.stdout + proc.stderr
+
+
+def test_script_hook_honours_exclude_for_the_files_it_is_given(tmp_path, hook_env):
+    repo = _repo(tmp_path, CLEAN)
+    (repo / "legacy").mkdir()
+    (repo / "legacy" / "old.py").write_text(BUGGY)
+    (repo / "pyproject.toml").write_text('[tool.nnlint]\nexclude = ["legacy"]\n')
+    _git(repo, "add", ".")
+    proc = subprocess.run(
+        [PRE_COMMIT, "try-repo", str(ROOT), "nnlint", "--files", "train.py", "legacy/old.py"],
+        cwd=repo,
+        env=hook_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "NN201" not in proc.stdout

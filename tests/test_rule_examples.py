@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 from nnlint.core.finding import Phase
 from nnlint.core.registry import load_registry
-from nnlint.testing import run_example
+from nnlint.testing import fix_example, run_example
 
 RULES = [r for r in load_registry().rules if r.kind is not Phase.ENGINE]
 CASES = [
@@ -32,3 +34,18 @@ def test_example(rule, source, valid):
 def test_every_rule_has_examples(rule):
     assert rule.invalid, f"{rule.code} has no invalid example"
     assert rule.valid, f"{rule.code} has no valid example"
+
+
+FIXES = [
+    pytest.param(rule, before, after, id=f"{rule.code}-fix-{i}")
+    for rule in RULES
+    for i, (before, after) in enumerate(rule.fixes)
+]
+
+
+@pytest.mark.parametrize(("rule", "before", "after"), FIXES)
+def test_fix_example(rule, before, after):
+    fixed = fix_example(rule, before)
+    assert fixed == textwrap.dedent(after)
+    compile(fixed, "example.py", "exec")
+    assert run_example(rule, fixed) == [], f"{rule.code} still fires after its fix"

@@ -24,6 +24,7 @@ from nnlint.core import installed
 from nnlint.core.config import DEFAULT_EXCLUDE
 from nnlint.core.files import is_venv
 from nnlint.core.finding import Finding, Phase, Severity
+from nnlint.core.fix import Fix
 
 FOLDER = ".nnlint_cache"
 KEEP = 8  # cache files kept; the oldest beyond this are removed
@@ -77,9 +78,9 @@ def content_hash(path: Path) -> str | None:
 
 
 def _to_finding(data: dict) -> Finding:
-    return Finding(
-        **{**data, "severity": Severity.parse(data["severity"]), "phase": Phase(data["phase"])}
-    )
+    fix = Fix.from_dict(data["fix"]) if data.get("fix") else None
+    severity, phase = Severity.parse(data["severity"]), Phase(data["phase"])
+    return Finding(**{**data, "severity": severity, "phase": phase, "fix": fix})
 
 
 class ScriptCache:

@@ -36,6 +36,9 @@ class Settings:
 
     paths: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    extend_exclude: list[str] = field(default_factory=list)
+    respect_gitignore: bool = True
+    force_exclude: bool = False  # exclusions apply to paths named explicitly too
     select: list[str] | None = None
     ignore: list[str] = field(default_factory=list)
     extend_select: list[str] = field(default_factory=list)
@@ -61,11 +64,16 @@ class Settings:
     jobs: int | None = None
     verbose: bool = False
     debug: bool = False
+    quiet: bool = False  # no progress bars
     cache: bool = True
     report: str | None = None  # --report: the HTML page to write
     stats: bool = False  # --stats: the per-layer table in the terminal
     root: Path = field(default_factory=Path.cwd)
     config_path: Path | None = None
+    # Text to lint in place of a file's content (stdin, or a fix not yet written),
+    # keyed by the resolved path; such a path need not exist.
+    sources: dict[Path, str] = field(default_factory=dict)
+    baseline: Path | None = None  # findings recorded there are not reported
 
 
 def _strings(key: str, value: Any) -> list[str]:
@@ -187,6 +195,9 @@ WALL_FACTOR = 4.0
 _KEYS = {
     "paths": ("paths", _strings),
     "exclude": ("exclude", _strings),
+    "extend-exclude": ("extend_exclude", _strings),
+    "respect-gitignore": ("respect_gitignore", _boolean),
+    "force-exclude": ("force_exclude", _boolean),
     "select": ("select", _strings),
     "ignore": ("ignore", _strings),
     "extend-select": ("extend_select", _strings),
@@ -207,6 +218,7 @@ _KEYS = {
     "capture-timeout": ("capture_timeout", _number),
     "memory-limit": ("memory_limit", _size),
     "cache": ("cache", _boolean),
+    "baseline": ("baseline", _string),
 }
 
 
@@ -253,6 +265,8 @@ def load_config(path: Path) -> dict[str, Any]:
         attr, validate = _KEYS[key]
         values[attr] = validate(key, value)
     base = path.parent
+    if "baseline" in values:
+        values["baseline"] = base / values["baseline"]
     for attr in ("paths", "script"):
         if attr in values:
             rel = values[attr]

@@ -7,11 +7,12 @@ import io
 import os
 import stat
 import tokenize
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 
 from nnlint.core.config import DEFAULT_EXCLUDE
 from nnlint.core.errors import UsageError
+from nnlint.core.gitignore import GitIgnore
 
 
 def display_path(path: Path, root: Path | None = None) -> str:
@@ -33,19 +34,41 @@ def is_excluded(path: Path, patterns: Iterable[str], root: Path) -> bool:
     return False
 
 
-def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> list[Path]:
-    """Files to lint, in a stable order. A missing path is a UsageError.
+def collect_files(
+    paths: Iterable[str],
+    exclude: Iterable[str],
+    root: Path,
+    in_memory: Container[Path] = (),
+    *,
+    gitignore: GitIgnore | None = None,
+    force_exclude: bool = False,
+) -> list[Path]:
+    """Files to lint, in a stable order. A missing path is a UsageError, unless its
+    text is `in_memory` (keyed by resolved path).
 
     Files named explicitly are linted even if excluded by the defaults, as with
-    ruff; directories are walked for `*.py`, `*.pyi` and `*.ipynb`, skipping
-    the default and configured exclusions (`exclude = ["*.ipynb"]` leaves
-    notebooks out).
+    ruff, unless `force_exclude` (which pre-commit hooks pass, since they name
+    every changed file): then a path is skipped when it, or a folder above it
+    under `root`, is excluded or git-ignored. Directories are walked for `*.py`,
+    `*.pyi` and `*.ipynb`, skipping the default and configured exclusions
+    (`exclude = ["*.ipynb"]` leaves notebooks out) and what `gitignore` ignores.
     """
     user_exclude = list(exclude)
     walk_exclude = [*DEFAULT_EXCLUDE, *user_exclude]
+
+    def skipped(entry: Path) -> bool:
+        if is_excluded(entry, walk_exclude, root) or is_venv(entry):
+            return True
+        return gitignore is not None and gitignore.ignored(entry)
+
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)
+        if force_exclude and _forced_out(path, root, skipped):
+            continue
+        if path.resolve() in in_memory:
+            found[path] = None
+            continue
         if path.is_symlink() and not path.exists():
             raise UsageError(f"{raw}: a symbolic link to nothing, or a loop of links")
         if not path.exists():
@@ -56,20 +79,30 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
             continue
         for folder, dirnames, filenames in os.walk(path):
             here = Path(folder)
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if not is_excluded(here / d, walk_exclude, root) and not is_venv(here / d)
-            )
+            dirnames[:] = sorted(d for d in dirnames if not skipped(here / d))
             for name in sorted(filenames):
                 file = here / name
                 if (
                     name.endswith((".py", ".pyi", ".ipynb"))
-                    and not is_excluded(file, walk_exclude, root)
                     and _is_regular(file)
+                    and not skipped(file)
                 ):
                     found[file] = None
     return list(found)
+
+
+def _forced_out(path: Path, root: Path, skipped: Callable[[Path], bool]) -> bool:
+    """Whether `path` or a folder between it and `root` is skipped (`--force-exclude`)."""
+    try:
+        inside = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return skipped(path)
+    entry = root
+    for part in inside.parts:
+        entry = entry / part
+        if skipped(entry):
+            return True
+    return False
 
 
 def is_venv(folder: Path) -> bool:
@@ -93,7 +126,11 @@ def read_source(path: Path) -> str:
     mode = path.stat().st_mode
     if not stat.S_ISREG(mode):
         raise ValueError("not a regular file" + (" (a FIFO)" if stat.S_ISFIFO(mode) else ""))
-    data = path.read_bytes()
+    return decode_source(path.read_bytes())
+
+
+def decode_source(data: bytes) -> str:
+    """Source bytes as text, honouring PEP 263; ValueError with a readable reason."""
     if b"\x00" in data:
         raise ValueError("binary file (contains NUL bytes)")
     try:

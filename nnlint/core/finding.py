@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass
 
+from nnlint.core.fix import Fix
+
 
 class Severity(enum.IntEnum):
     """How bad a finding is; ordered so that `--fail-level` can compare."""
@@ -41,7 +43,8 @@ class Finding:
     `path` is as the user gave it (relative where possible); `line` and `column`
     are 1-based, as editors show them. `note` carries a second location or the
     measured number behind the message. In a notebook, `cell` is the 1-based
-    cell and `line` the line within it.
+    cell and `line` the line within it. `fix`, when present, resolves it
+    (`nnlint --fix`).
     """
 
     path: str
@@ -55,6 +58,7 @@ class Finding:
     end_line: int | None = None
     end_column: int | None = None
     note: str | None = None
+    fix: Fix | None = None
     cell: int | None = None
 
     def location(self) -> str:
@@ -66,4 +70,5 @@ class Finding:
         data = asdict(self)
         data["severity"] = str(self.severity)
         data["phase"] = str(self.phase)
+        data["fix"] = self.fix.to_dict() if self.fix else None
         return data

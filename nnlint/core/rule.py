@@ -12,6 +12,11 @@ Examples live on the rule as `valid` and `invalid` tuples of source strings:
 
 An invalid example must produce at least one finding of the rule, a valid one
 none; `tests/test_rule_examples.py` runs every example of every rule.
+
+A rule whose findings carry a fix (`autofix=` to `ctx.report`, built with
+`nnlint.script.edits`) shows it in `fixes`: (before, after) pairs, where
+`after` is exactly what applying its fixes (the unsafe ones too) to `before`
+leaves, and no longer triggers the rule.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nnlint.core.finding import Finding, Phase, Severity
+from nnlint.core.fix import Fix
 
 RULES_URL = "https://github.com/nnlint/nnlint/blob/main/docs/rules.md"
 
@@ -55,6 +61,7 @@ class Rule:
     options: ClassVar[dict[str, Option]] = {}
     valid: ClassVar[tuple[str, ...]] = ()
     invalid: ClassVar[tuple[str, ...]] = ()
+    fixes: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         merged = {key: opt.default for key, opt in self.options.items()}
@@ -75,6 +82,7 @@ class Rule:
         end_column: int | None = None,
         note: str | None = None,
         severity: Severity | None = None,
+        autofix: Fix | None = None,
         **fields: Any,
     ) -> Finding:
         """Build this rule's finding, filling the message template with `fields`."""
@@ -90,6 +98,7 @@ class Rule:
             end_line=end_line,
             end_column=end_column,
             note=note,
+            fix=autofix,
         )
 
     @classmethod

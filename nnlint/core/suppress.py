@@ -117,9 +117,11 @@ def parse_suppressions(source: str) -> Suppressions:
 class Suppressor:
     """Reads each file's comments once and filters findings by (path, line, code or name)."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, texts: dict[str, str] | None = None) -> None:
         self.root = root or Path.cwd()
-        self._files: dict[str, Suppressions | None] = {}
+        self._files: dict[str, Suppressions | None] = {
+            display: parse_suppressions(text) for display, text in (texts or {}).items()
+        }
         self._notebooks: dict[str, Notebook] = {}
 
     def for_path(self, display_path: str) -> Suppressions | None:

@@ -37,6 +37,11 @@ def _progress(rules: list, enabled: bool) -> Any:
     return tqdm(total=len(rules), desc="dynamic checks", unit="check", file=sys.stderr, leave=False)
 
 
+def progress_wanted(settings: Any) -> bool:
+    """A progress bar, unless `-q` asked for findings only."""
+    return not getattr(settings, "quiet", False)
+
+
 def run_checks(
     ctx: DynamicContext,
     rules: list,
@@ -125,6 +130,7 @@ def dynamic_phase(
         verbose=getattr(settings, "verbose", False),
         debug=getattr(settings, "debug", False),
         timings=timings,
+        progress=progress_wanted(settings),
     )
     if insights is not None and wants_stats(settings):
         start = time.perf_counter()

@@ -84,15 +84,19 @@ def lint_file(
     rules: Sequence[ScriptRule],
     project_root: Path | None = None,
     debug: bool = False,
+    source: str | None = None,
 ) -> list[Finding]:
-    """All script findings for one file, engine diagnostics included.
+    """All script findings for one file (or `source` given for it, read as Python),
+    engine diagnostics included.
 
     A notebook is linted as its code cells joined, and its findings are then
     moved to their cells.
     """
     notebook: Notebook | None = None
     try:
-        if is_notebook(path):
+        if source is not None:
+            pass
+        elif is_notebook(path):
             notebook = read_notebook(path)
             source = notebook.source
         else:
