@@ -19,14 +19,10 @@ from pathlib import Path
 
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Finding
+from nnlint.core.fingerprint import context_window
 from nnlint.core.notebook import source_lines
 
 VERSION = 1
-CONTEXT = 1  # lines on either side of the flagged one that the fingerprint covers
-
-
-def _normalise(line: str) -> str:
-    return " ".join(line.split())
 
 
 class Fingerprints:
@@ -54,8 +50,7 @@ class Fingerprints:
 
     def of(self, finding: Finding) -> str:
         lines = self._source(finding)
-        start = max(finding.line - 1 - CONTEXT, 0)
-        window = [_normalise(t) for t in lines[start : finding.line + CONTEXT]]
+        window = context_window(lines, finding.line)
         key = json.dumps([self.relative(finding.path), finding.cell, finding.code, window])
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 

@@ -25,11 +25,17 @@ def normalised(line: str) -> str:
     return " ".join(line.split())
 
 
+def context_window(lines: list[str], line: int) -> list[str]:
+    """The flagged line and its neighbours, whitespace collapsed: what identifies a finding."""
+    index = line - 1
+    window = lines[max(index - CONTEXT, 0) : index + CONTEXT + 1] if index >= 0 else []
+    return [normalised(text) for text in window]
+
+
 def fingerprint(finding: Finding, lines: list[str], nth: int = 0) -> str:
     """A hex digest of the finding's code, path and surrounding source; `nth` tells twins apart."""
-    index = finding.line - 1
-    window = lines[max(index - CONTEXT, 0) : index + CONTEXT + 1] if index >= 0 else []
-    parts = [finding.code, PurePath(finding.path).as_posix(), *map(normalised, window), str(nth)]
+    window = context_window(lines, finding.line)
+    parts = [finding.code, PurePath(finding.path).as_posix(), *window, str(nth)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
