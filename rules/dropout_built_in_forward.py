@@ -90,6 +90,7 @@ class Net(nn.Module):
             for node in tracker.walk(fn.body):
                 if (
                     isinstance(node, cst.Call)
+                    and isinstance(node.func, cst.Name | cst.Attribute)
                     and ctx.qualified_name_strings(node.func) & set(_DROPOUTS)
                     and not _only_in_training(tracker, node, fn)
                 ):

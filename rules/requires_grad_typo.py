@@ -172,7 +172,7 @@ def _maybe_tensor(tracker, expr: cst.BaseExpression) -> bool:
 
 def _typo(name: str) -> bool:
     """A near miss of `requires_grad`/`requires_grad_` (at most two edits, about gradients)."""
-    if name in _RIGHT or "gr" not in name or not name.startswith("re"):
+    if name in _RIGHT or not name.startswith("re") or "g" not in name:
         return False
     return any(_distance(name, right) <= 2 for right in _RIGHT)
 
