@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import libcst as cst
+
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
 from nnlint.script.loaders import ITERABLE, loaders
@@ -19,9 +21,9 @@ class DdpWithoutDistributedSampler(ScriptRule):
     """A model trained with DDP reads the whole dataset on every rank.
 
     ## What it does
-    Flags a training `DataLoader` without a `sampler` in a file that wraps
-    its model in `DistributedDataParallel` and never builds a
-    `DistributedSampler`.
+    Flags a training `DataLoader` without a `sampler` built in the function
+    that wraps the model in `DistributedDataParallel`, in a file that never
+    builds a `DistributedSampler`.
 
     ## Why is this bad?
     Each DDP process runs its own copy of the loader. Without a
@@ -88,9 +90,19 @@ train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
     def check(self, ctx) -> Iterator[Finding]:
         if any(word in ctx.source for word in _SHARDED):
             return
-        if not any(ctx.qualified_name_strings(c.func) & set(_DDP) for c in values(ctx).calls):
-            return
+        tracker = values(ctx)
+        # Only loaders built in the function that wraps the model: another function's
+        # loader may serve a single-process run.
+        wrapping = {
+            tracker.enclosing(c, cst.FunctionDef)
+            for c in tracker.calls
+            if ctx.qualified_name_strings(c.func) & set(_DDP)
+        }
         for loader in loaders(ctx):
-            if loader.role == "train" and not loader.given("sampler"):
-                if not loader.given("batch_sampler"):
-                    yield ctx.report(self, loader.call)
+            if (
+                loader.role == "train"
+                and not loader.given("sampler")
+                and not loader.given("batch_sampler")
+                and tracker.enclosing(loader.call, cst.FunctionDef) in wrapping
+            ):
+                yield ctx.report(self, loader.call)
