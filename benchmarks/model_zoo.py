@@ -1053,14 +1053,34 @@ def main(argv=None) -> int:
             print(e.name)
         print(f"{len(entries)} models", file=sys.stderr)
         return 0
+    # Imported once here, not in every forked child (seconds each on a busy machine).
+    for source, package in (("torchvision", "torchvision"), ("transformers", "transformers")):
+        if any(e.source == source for e in entries):
+            __import__(package)
+            if package == "transformers":
+                import transformers.models.auto.modeling_auto  # noqa: F401 - the Auto classes
+    import nnlint.dynamic.phase  # noqa: F401
+    import nnlint.graph.phase  # noqa: F401
+    import nnlint.pipeline  # noqa: F401
+    from nnlint.api import load_registry
+
+    load_registry()
+
     out = sys.stdout
     start = time.perf_counter()
     healthy, planted = [], []
+
+    def save():  # after every model, so that a run cut short keeps what it measured
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"healthy": healthy, "planted": planted}, f, indent=1)
+
     if not args.no_healthy:
         for entry in entries:
             r = run_isolated(entry, None, None, args.limit)
             healthy.append(r)
             _print_model(r, out)
+            save()
         _print_healthy(healthy, out)
     if args.planted:
         ok = (
@@ -1081,6 +1101,7 @@ def main(argv=None) -> int:
                 r["plant"] = plant
                 if "skipped" not in r:
                     planted.append(r)
+                    save()
                 print(
                     f"[planted {plant}] {entry.name} {r.get('seconds', r.get('error', r.get('skipped', '')))}",
                     file=sys.stderr,
@@ -1088,9 +1109,7 @@ def main(argv=None) -> int:
                 )
         _print_planted(planted, out)
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s", file=out)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"healthy": healthy, "planted": planted}, f, indent=1)
+    save()
     return 0
 
 

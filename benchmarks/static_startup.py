@@ -3,6 +3,7 @@
 Times, as separate processes and median of several runs:
   * `python -c pass`                         (the floor: interpreter start)
   * `nnlint --static-only train.py`          (script rules, no torch)
+  * `nnlint --static-only train.ipynb`       (the same code as a notebook: nbformat imported)
   * `nnlint train.py --model model.py:Net`   (the full pipeline, torch imported)
 and prints each figure with its ratio to the static path.
 
@@ -57,15 +58,35 @@ def _time(command: list[str], cwd: Path, runs: int) -> float:
     return statistics.median(samples)
 
 
+def _notebook(source: str) -> str:
+    """The script as an nbformat 4 notebook, one code cell per paragraph."""
+    cells = [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": f"c{i}",
+            "metadata": {},
+            "outputs": [],
+            "source": part.splitlines(keepends=True),
+        }
+        for i, part in enumerate(source.split("\n\n"))
+    ]
+    document = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    return json.dumps(document, indent=1)
+
+
 def measure(runs: int = 5) -> list[tuple[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "train.py").write_text(TRAIN)
+        (root / "train.ipynb").write_text(_notebook(TRAIN))
         (root / "model.py").write_text(MODEL)
         nnlint = [sys.executable, "-m", "nnlint", "--isolated"]
+        static = [*nnlint, "--static-only"]
         return [
             ("python -c pass", _time([sys.executable, "-c", "pass"], root, runs)),
-            ("nnlint --static-only", _time([*nnlint, "--static-only", "train.py"], root, runs)),
+            ("nnlint --static-only", _time([*static, "train.py"], root, runs)),
+            ("nnlint --static-only .ipynb", _time([*static, "train.ipynb"], root, runs)),
             (
                 "nnlint --model (full)",
                 _time([*nnlint, "train.py", "--model", "model.py:Net"], root, max(1, runs // 2)),

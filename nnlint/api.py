@@ -47,7 +47,8 @@ def check(
 
     `batch` is what your DataLoader yields (`(x, y)`, a dict or a tensor); without
     it nnlint finds or synthesizes one. `settings` are `nnlint.config.Settings`
-    fields, e.g. `input_shape=[3, 32, 32]` or `dynamic=False`.
+    fields, e.g. `input_shape=[3, 32, 32]`, `dynamic=False`, or
+    `report="nnlint-report.html"` for the HTML report.
     """
     import torch
 
@@ -56,6 +57,10 @@ def check(
     from nnlint.setup.sites import recording
 
     config = _settings(settings)
+    if config.report:
+        from nnlint.htmlreport import require_matplotlib
+
+        require_matplotlib()
     registry = load_registry()
     chosen = registry.select(select, ignore)
     rules = [
@@ -69,10 +74,32 @@ def check(
         with recording(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = model_or_factory()
-    findings = run_model_phases(config, rules, {}, CallerObjects(model, batch, loss_fn, optimizer))
+    caller = CallerObjects(model, batch, loss_fn, optimizer)
+    timings: dict[str, float] = {}
+    about: dict[str, Any] = {}
+    findings = run_model_phases(config, rules, timings, caller, about)
     enabled = {r.code for r in chosen}
     found = [f for f in Suppressor(config.root).apply(findings) if f.code in enabled]
-    return sorted(set(found), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
+    found = sorted(
+        set(found), key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code, f.message)
+    )
+    if config.report:
+        _write_report(found, [r.code for r in chosen], timings, config, about.get("stats"))
+    return found
+
+
+def _write_report(
+    found: list[Finding],
+    codes: list[str],
+    timings: dict[str, float],
+    config: Settings,
+    stats: dict[str, Any] | None,
+) -> None:
+    from nnlint.engine import Result
+    from nnlint.htmlreport import render_report
+
+    result = Result(found, [], codes, timings, config.root, stats=stats)
+    Path(config.report).write_text(render_report(result, load_registry(), stats), encoding="utf-8")
 
 
 def check_example(source: str, select: Sequence[str] | None = None) -> list[Finding]:

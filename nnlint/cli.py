@@ -15,10 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
-from nnlint.core.config import Settings, find_config, load_config, parse_shape
+from nnlint.core.config import (
+    Settings,
+    find_config,
+    load_config,
+    parse_shape,
+    parse_size,
+    split_args,
+)
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
-from nnlint.report import FORMATS, render
+from nnlint.report import FORMATS, format_stats, render, setup_line
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -55,6 +62,15 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ),
     (
         "model",
+        ("--script-args",),
+        {
+            "metavar": "ARGS",
+            "help": "arguments for the training script, split as a shell would: "
+            "--script-args='--device cpu --epochs 1'",
+        },
+    ),
+    (
+        "model",
         ("--data",),
         {"metavar": "SPEC", "help": "module:fn giving a batch, DataLoader or Dataset"},
     ),
@@ -84,6 +100,14 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         "model",
         ("--capture-timeout",),
         {"type": float, "metavar": "SECONDS", "help": "time limit for running the training script"},
+    ),
+    (
+        "model",
+        ("--memory-limit",),
+        {
+            "metavar": "SIZE",
+            "help": "address space for the model code, e.g. 8G, or none (default: half the memory)",
+        },
     ),
     (
         "model",
@@ -156,6 +180,16 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ),
     ("output", ("-o", "--output-file"), {"metavar": "PATH", "help": "write the report to a file"}),
     ("output", ("--statistics",), {"action": "store_true", "help": "count findings per rule"}),
+    (
+        "output",
+        ("--report",),
+        {"metavar": "PATH", "help": "also write a self-contained HTML report with charts"},
+    ),
+    (
+        "output",
+        ("--stats",),
+        {"action": "store_true", "help": "print per-layer statistics after one training step"},
+    ),
     (
         "output",
         ("-q", "--quiet"),
@@ -272,8 +306,12 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
             setattr(settings, flag, value)
     if args.model_kwargs is not None:
         settings.model_kwargs = _model_kwargs(args.model_kwargs)
+    if args.script_args is not None:
+        settings.script_args = split_args(args.script_args, "--script-args")
     if args.input_shape is not None:
         settings.input_shape = parse_shape(args.input_shape)
+    if args.memory_limit is not None:
+        settings.memory_limit = parse_size(args.memory_limit)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     settings.capture = settings.capture and not args.no_capture
@@ -282,6 +320,14 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     settings.verbose = args.verbose
     settings.debug = args.debug
     settings.cache = settings.cache and not args.no_cache
+    settings.report = args.report
+    settings.stats = args.stats
+    if args.report is not None:
+        from nnlint.htmlreport import require_matplotlib
+
+        if not Path(args.report).resolve().parent.is_dir():
+            raise UsageError(f"--report {args.report}: no such folder")
+        require_matplotlib()
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -299,11 +345,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
     _apply_selection(settings, args)
     _apply_model_flags(settings, args)
     if settings.script is None:
-        scripts = [p for p in settings.paths if p.endswith(".py") and Path(p).is_file()]
+        scripts = [p for p in settings.paths if p.endswith((".py", ".ipynb")) and Path(p).is_file()]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
     elif not Path(settings.script).is_file():
         raise UsageError(f"--script {settings.script}: no such file")
+    if args.script_args is not None and settings.script is None:
+        raise UsageError("--script-args: no training script to pass them to (use --script PATH)")
     if settings.model and not args.static_only:
         from nnlint.setup.overrides import check_overrides
 
@@ -312,13 +360,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _explain(target: str) -> str:
+    """`nnlint rule CODE|NAME|PREFIX|--all`: each rule's documentation and its URL."""
     from nnlint.core.registry import load_registry
     from nnlint.docs import explain
 
-    rule = load_registry().lookup(target)
-    if rule is None:
-        raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)")
-    return explain(rule)
+    registry = load_registry()
+    rule = registry.lookup(target)
+    if rule is not None:
+        rules = [rule]
+    elif target == "--all":
+        rules = list(registry.rules)
+    else:
+        try:
+            rules = registry.matching(target)
+        except UsageError:
+            raise UsageError(f"unknown rule {target!r} (see nnlint --list-rules)") from None
+    return "\n".join(f"{explain(r)}\nDocumentation: {r.url()}\n" for r in rules)
 
 
 def _write(text: str, output_file: str | None) -> None:
@@ -341,13 +398,13 @@ def _run(argv: Sequence[str]) -> int:
     argv = list(argv)
     if len(argv) >= 1 and argv[0] == "rule":
         if len(argv) != 2:
-            raise UsageError("usage: nnlint rule CODE|NAME")
+            raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
         _write(_explain(argv[1]), None)
         return EXIT_CLEAN
     args = build_parser().parse_args(argv)
     if args.paths and args.paths[0] == "rule" and not Path("rule").exists():
         if len(args.paths) != 2:
-            raise UsageError("usage: nnlint rule CODE|NAME")
+            raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
         _write(_explain(args.paths[1]), None)
         return EXIT_CLEAN
     if args.explain:
@@ -368,12 +425,28 @@ def _run(argv: Sequence[str]) -> int:
     if not result.files and not settings.model:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
-        print(f"nnlint: the training script ran with {result.protection_detail}", file=sys.stderr)
-    color = args.format == "text" and not args.output_file and sys.stdout.isatty()
+        who = "the training script" if settings.script and settings.capture else "the model code"
+        print(f"nnlint: {who} ran with {result.protection_detail}", file=sys.stderr)
+    if settings.verbose and result.setup is not None:
+        print(f"nnlint: {setup_line(result.setup)}", file=sys.stderr)
+    color = args.format in ("text", "full") and not args.output_file and sys.stdout.isatty()
     text = render(
         result, registry, args.format, quiet=args.quiet, color=color, statistics=args.statistics
     )
     _write(text, args.output_file)
+    if args.stats:
+        documents = args.format not in ("text", "full", "concise") and not args.output_file
+        table = format_stats(result.stats, color=color)
+        # stdout holds one whole document in the machine formats: the table goes to stderr
+        print(table, end="", file=sys.stderr) if documents else _write(table, None)
+    if args.report is not None:
+        from nnlint.htmlreport import render_report
+
+        try:
+            page = render_report(result, registry, result.stats)
+            Path(args.report).write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--report {args.report}: {exc.strerror or exc}") from None
     if any(f.code == "NN001" for f in result.findings):
         return EXIT_ERROR
     if args.exit_zero:

@@ -83,6 +83,7 @@ def rules_json(registry: Registry) -> str:
                     "severity": str(r.severity),
                     "default_enabled": r.default_enabled,
                     "summary": r.summary(),
+                    "url": r.url(),
                     "options": {
                         k: {"default": o.default, "help": o.help} for k, o in r.options.items()
                     },

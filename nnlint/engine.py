@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from nnlint.core.cache import ScriptCache, content_hash, run_key
 from nnlint.core.config import Settings, validate_rule_options
@@ -21,6 +22,7 @@ from nnlint.core.finding import Finding, Phase
 from nnlint.core.registry import Registry, load_registry
 from nnlint.core.rule import Rule
 from nnlint.core.suppress import Suppressor
+from nnlint.script.notebook import model_findings_to_cells
 from nnlint.script.phase import lint_file
 
 # Below this many files a process pool costs more than it saves.
@@ -38,6 +40,8 @@ class Result:
     root: Path = field(default_factory=Path.cwd)
     protection: str | None = None  # what contained the training script ("overlay + landlock")
     protection_detail: str | None = None  # the same, with what the kernel did not offer
+    setup: dict | None = None  # the task and loss the dynamic checks used, and what chose them
+    stats: dict[str, Any] | None = None  # inputs, layers, training curve for --report/--stats
 
 
 def instantiate(rules: Sequence[type[Rule]], options: dict[str, dict]) -> list[Rule]:
@@ -137,7 +141,7 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         (r.code, tuple(r.settings.items())) for r in rules if r.kind is Phase.SCRIPT
     )
     timings: dict[str, float] = {}
-    about: dict[str, str] = {}
+    about: dict[str, Any] = {}
 
     start = time.perf_counter()
     files = collect_files(settings.paths, settings.exclude, settings.root)
@@ -148,7 +152,8 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
         from nnlint.pipeline import run_model_phases, user_output
 
         with user_output(settings.verbose):
-            findings.extend(run_model_phases(settings, rules, timings, about=about))
+            found = run_model_phases(settings, rules, timings, about=about)
+            findings.extend(model_findings_to_cells(found, settings.root))
 
     suppressor = Suppressor(settings.root)
     findings = suppressor.apply(findings)
@@ -159,7 +164,13 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     findings = [
         f for f in findings if f.code in enabled and not _per_file_ignored(f, settings, registry)
     ]
-    findings = sorted(set(findings), key=lambda f: (f.path, f.line, f.column, f.code, f.message))
+    findings = sorted(
+        set(findings), key=lambda f: (f.path, f.cell or 0, f.line, f.column, f.code, f.message)
+    )
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
-    return Result(findings, checked, codes, timings, settings.root, protection, detail)
+    result = Result(
+        findings, checked, codes, timings, settings.root, protection, detail, about.get("setup")
+    )
+    result.stats = about.get("stats")
+    return result

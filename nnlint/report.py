@@ -1,4 +1,6 @@
-"""Turn a `Result` into text, concise, JSON, SARIF or GitHub annotations.
+"""Turn a `Result` into text, full, concise, JSON, SARIF or GitHub annotations.
+
+The CI services' own formats (GitLab, JUnit, JSON lines) are in `nnlint.ci_formats`.
 
 Every formatter returns one string, so the CLI writes a whole document or nothing.
 """
@@ -12,19 +14,38 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnlint import __version__
-from nnlint.core.files import read_source
+from nnlint.ci_formats import (
+    finding_record,
+    format_gitlab,
+    format_json_lines,
+    format_junit,
+    repository_path,
+    repository_root,
+)
 from nnlint.core.finding import Finding, Severity
+from nnlint.core.fingerprint import fingerprints
+from nnlint.core.nbpositions import FilePositions
+from nnlint.core.notebook import source_lines
 from nnlint.core.registry import Registry
 from nnlint.engine import Result
 
-FORMATS = ("text", "concise", "json", "sarif", "github")
+FORMATS = ("text", "full", "concise", "json", "json-lines", "sarif", "github", "gitlab", "junit")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
+def setup_line(setup: dict) -> str:
+    """The task and loss the dynamic checks used, and what chose each, in one line."""
+    task = setup.get("task") or "unclear"
+    loss = setup.get("loss") or "none"
+    origin = setup.get("loss_from")
+    chosen = "a guess" if origin == "guessed" else f"from {origin or 'nothing'}"
+    return f"task {task} (from {setup.get('task_from') or 'nothing'}); loss {loss} ({chosen})"
+
+
 def concise_line(f: Finding) -> str:
-    return f"{f.path}:{f.line}:{f.column}: {f.code} {f.message}"
+    return f"{f.location()}: {f.code} {f.message}"
 
 
 def summary_line(findings: Sequence[Finding]) -> str:
@@ -45,14 +66,13 @@ def format_concise(result: Result, quiet: bool = False) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _source_line(root: Path, path: str, line: int, cache: dict) -> str | None:
-    if path not in cache:
-        try:
-            cache[path] = read_source(root / path).splitlines()
-        except (OSError, ValueError):
-            cache[path] = []
-    lines = cache[path]
-    return lines[line - 1] if 0 < line <= len(lines) else None
+def _source_line(root: Path, f: Finding, cache: dict) -> str | None:
+    if f.path not in cache:
+        cache[f.path] = source_lines(root / f.path)
+    lines = cache[f.path]
+    if isinstance(lines, dict):
+        lines = lines.get(f.cell, [])
+    return lines[f.line - 1] if 0 < f.line <= len(lines) else None
 
 
 def format_text(result: Result, quiet: bool = False, color: bool = True, width: int = 100) -> str:
@@ -72,13 +92,13 @@ def format_text(result: Result, quiet: bool = False, color: bool = True, width: 
     cache: dict = {}
     for f in result.findings:
         head = Text()
-        head.append(f"{f.path}:{f.line}:{f.column}", style="bold")
+        head.append(f.location(), style="bold")
         head.append(": ")
         head.append(f.code, style=_STYLE[f.severity])
         head.append(f" {f.message}")
         head.append(f" [{f.name}]", style="dim")
         console.print(head)
-        source = _source_line(result.root, f.path, f.line, cache)
+        source = _source_line(result.root, f, cache)
         if source is not None:
             gutter = f"{f.line:>5} | "
             console.print(Text.assemble((gutter, "blue"), source.expandtabs(4)))
@@ -99,29 +119,11 @@ def format_text(result: Result, quiet: bool = False, color: bool = True, width: 
     return buffer.getvalue()
 
 
-def format_json(result: Result) -> str:
+def format_json(result: Result, registry: Registry) -> str:
     counts = Counter(f.severity for f in result.findings)
     document = {
         "version": __version__,
-        "findings": [
-            {
-                key: f.to_dict()[key]
-                for key in (
-                    "code",
-                    "name",
-                    "severity",
-                    "message",
-                    "path",
-                    "line",
-                    "column",
-                    "end_line",
-                    "end_column",
-                    "phase",
-                    "note",
-                )
-            }
-            for f in result.findings
-        ],
+        "findings": [finding_record(f, registry) for f in result.findings],
         "summary": {
             "total": len(result.findings),
             "by_severity": {str(s): counts[s] for s in Severity},
@@ -130,6 +132,7 @@ def format_json(result: Result) -> str:
             "rules": len(result.rules),
             "timings": {k: round(v, 4) for k, v in result.timings.items()},
             "protection": result.protection,
+            "setup": result.setup,
         },
     }
     return json.dumps(document, indent=2) + "\n"
@@ -140,6 +143,7 @@ def _sarif_rule(rule: type) -> dict:
         "id": rule.code,
         "name": rule.name,
         "shortDescription": {"text": rule.summary()},
+        "helpUri": rule.url(),
         "fullDescription": {"text": rule.docs() or rule.summary()},
         "help": {
             "text": rule.docs() or rule.summary(),
@@ -153,31 +157,47 @@ def _sarif_rule(rule: type) -> dict:
     }
 
 
+def _in_cell(f: Finding) -> str:
+    """The cell coordinates that open a notebook finding's message in SARIF and GitHub
+    output, whose location is the line of the notebook's JSON that holds the code."""
+    return f"cell {f.cell}:{f.line}:{f.column}: " if f.cell is not None else ""
+
+
 def format_sarif(result: Result, registry: Registry) -> str:
     used = sorted({f.code for f in result.findings} | set(result.rules))
     index = {code: i for i, code in enumerate(used)}
     descriptors = [_sarif_rule(registry.by_code[code]) for code in used]
+    repository = repository_root(result.root)
     results = []
-    for f in result.findings:
-        region = {"startLine": f.line, "startColumn": f.column}
-        if f.end_line:
-            region["endLine"] = f.end_line
-        if f.end_column:
-            region["endColumn"] = f.end_column
+    positions = FilePositions(result.root)
+    prints = fingerprints(result.findings, result.root)
+    for f, print_ in zip(result.findings, prints, strict=True):
+        line, column, end_line, end_column = positions.region(f)
+        region = {"startLine": line, "startColumn": column}
+        if end_line:
+            region["endLine"] = end_line
+        if end_column:
+            region["endColumn"] = end_column
         item = {
             "ruleId": f.code,
             "ruleIndex": index[f.code],
             "level": _SARIF_LEVEL[f.severity],
-            "message": {"text": f.message + (f" ({f.note})" if f.note else "")},
+            "message": {"text": _in_cell(f) + f.message + (f" ({f.note})" if f.note else "")},
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": Path(f.path).as_posix()},
+                        "artifactLocation": {
+                            "uri": repository_path(f.path, result.root, repository),
+                            "uriBaseId": "%SRCROOT%",
+                        },
                         "region": region,
                     }
                 }
             ],
+            "partialFingerprints": {"nnlint/v1": print_},
         }
+        if f.cell is not None:
+            item["properties"] = {"cell": f.cell, "cellLine": f.line, "cellColumn": f.column}
         results.append(item)
     document = {
         "$schema": SARIF_SCHEMA,
@@ -192,6 +212,7 @@ def format_sarif(result: Result, registry: Registry) -> str:
                         "rules": descriptors,
                     }
                 },
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": repository.as_uri() + "/"}},
                 "results": results,
             }
         ],
@@ -207,16 +228,21 @@ def _gh_escape(text: str, prop: bool = False) -> str:
 
 
 def format_github(result: Result) -> str:
+    """Workflow commands; GitHub places them by the path from the repository root."""
     level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+    repository = repository_root(result.root)
     lines = []
+    positions = FilePositions(result.root)
     for f in result.findings:
-        props = [f"file={_gh_escape(f.path, True)}", f"line={f.line}", f"col={f.column}"]
-        if f.end_line:
-            props.append(f"endLine={f.end_line}")
-        if f.end_column and f.end_line == f.line:
-            props.append(f"endColumn={f.end_column}")
+        line, column, end_line, end_column = positions.region(f)
+        path = repository_path(f.path, result.root, repository)
+        props = [f"file={_gh_escape(path, True)}", f"line={line}", f"col={column}"]
+        if end_line:
+            props.append(f"endLine={end_line}")
+        if end_column and end_line == line:
+            props.append(f"endColumn={end_column}")
         props.append(f"title={_gh_escape(f'{f.code} ({f.name})', True)}")
-        message = f.message + (f"\n{f.note}" if f.note else "")
+        message = _in_cell(f) + f.message + (f"\n{f.note}" if f.note else "")
         lines.append(f"::{level[f.severity]} {','.join(props)}::{_gh_escape(message)}")
     return "\n".join(lines) + "\n" if lines else ""
 
@@ -236,14 +262,45 @@ def render(
     color: bool = False,
     statistics: bool = False,
 ) -> str:
-    if statistics and output_format in ("text", "concise"):
+    if statistics and output_format in ("text", "full", "concise"):
         return format_statistics(result, registry)
     if output_format == "text":
         return format_text(result, quiet, color) if color else format_concise(result, quiet)
+    if output_format == "full":
+        return format_text(result, quiet, color)
     if output_format == "concise":
         return format_concise(result, quiet)
     if output_format == "json":
-        return format_json(result)
+        return format_json(result, registry)
     if output_format == "sarif":
         return format_sarif(result, registry)
-    return format_github(result)
+    if output_format == "github":
+        return format_github(result)
+    writers = {"json-lines": format_json_lines, "gitlab": format_gitlab, "junit": format_junit}
+    return writers[output_format](result, registry)
+
+
+def format_stats(stats: dict | None, color: bool = False, width: int = 120) -> str:
+    """`--stats`: per layer after one real optimizer step, as a table."""
+    if not stats or not stats.get("layers"):
+        why = (stats or {}).get("missing", {}).get("layers") or "no model was checked"
+        return f"no per-layer statistics: {why}\n"
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Layers after one optimizer step", title_justify="left")
+    heads = ("layer", "type", "act mean", "act std", "dead", "|W|", "|grad|", "upd/W")
+    keys = ("act_mean", "act_std", "dead", "weight_norm", "grad_norm", "update_ratio")
+    for i, head in enumerate(heads):
+        table.add_column(head, justify="left" if i < 2 else "right")
+    for row in stats["layers"]:
+        cells = [f"{row[k]:.3g}" if row.get(k) is not None else "-" for k in keys]
+        ratio = row.get("update_ratio")
+        if ratio is not None and color and not 1e-4 <= ratio <= 1e-2:
+            cells[-1] = f"[yellow]{cells[-1]}[/yellow]"
+        table.add_row(row["name"] or "(model)", row["type"], *cells)
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width)
+    console.print(table)
+    console.print("upd/W: |update| / |weight| of the step; about 1e-3 is healthy.")
+    return buffer.getvalue()

@@ -43,6 +43,7 @@ def assert_clean(model_or_factory, batch=None, loss_fn=None, optimizer=None, **o
 
     Takes the arguments of `nnlint.api.check`; info findings (skipped checks) do not fail.
     """
+    __tracebackhide__ = True  # pytest shows the findings, not nnlint's frames or the batch
     from nnlint.api import check
     from nnlint.core.finding import Severity
 
@@ -50,4 +51,4 @@ def assert_clean(model_or_factory, batch=None, loss_fn=None, optimizer=None, **o
     problems = [f for f in findings if f.severity > Severity.INFO]
     if problems:
         lines = "\n".join(f"{f.path}:{f.line}: {f.code} {f.message}" for f in problems)
-        raise AssertionError(f"nnlint found {len(problems)} problem(s):\n{lines}")
+        raise AssertionError(f"nnlint found {len(problems)} problem(s):\n{lines}") from None

@@ -28,7 +28,8 @@ class CannotOverfit(DynamicRule):
     at real weights, so a loss with a floor above the target (a squashed
     output, a weight decay that holds the weights back) fails as before.
     Models with over 32 MiB of parameters do not look ahead: it keeps two
-    more copies of the weights.
+    more copies of the weights. A loss nnlint had to guess (no target, no
+    task, no loss from the script, `--loss` or `--task`) is not judged.
 
     ## Why is this bad?
     Overfitting a handful of samples is the easiest task a network gets. If
@@ -79,10 +80,12 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
 
     def check(self, ctx) -> Iterator[Finding]:
         from nnlint.dynamic import probes
-        from nnlint.dynamic.context import Skip
+        from nnlint.dynamic.context import Skip, guessed_loss
 
         if ctx.loss is None:
             raise Skip("no loss")
+        if ctx.loss.guessed:
+            raise Skip(guessed_loss(ctx.loss))
         k = min(ctx.batch_size, self.settings["samples"])
         index = slice(0, k)
         args, kwargs = probes.take((ctx.args, ctx.kwargs), ctx.batch_size, index)

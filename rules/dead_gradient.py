@@ -18,7 +18,9 @@ class DeadGradient(DynamicRule):
     its gradient stays None or zero over a few real optimizer steps of a copy.
     Frozen parameters (`requires_grad=False`) are expected to get none. When
     the graph rule `unused-parameters` is on, parameters the forward never
-    reads are left to it; those it reads but that get no gradient (`.detach()`,
+    reads are left to it, and when `dead-units` is on, those cut off by dead
+    ReLU units (the layer before them, and the layer after them) are left to
+    it; those it reads but that get no gradient (`.detach()`,
     `.data`, an integer cast) are reported here.
 
     ## Why is this bad?
@@ -73,19 +75,25 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
         from nnlint.dynamic.context import Skip, module_of
 
         base = ctx.passes()
-        if base.loss is None or not base.grads:
+        if base.loss is None:
             raise Skip("no loss to backpropagate")
+        if not base.grads:
+            yield from self._loss_cut(ctx)
+            return
         suspects = [n for n, g in base.grads.items() if g is None or not g.any()]
         if not suspects:
             return
         # A zero-initialised layer blocks the gradient of what lies before it only
         # until its first update: dead is what stays without a gradient in training.
-        trained = ctx.trained()
+        trained = ctx.trained(until=lambda t: t.flowing.issuperset(suspects))
         dead = [n for n in suspects if n not in trained.flowing]
         cut = {n for n in dead if base.grads[n] is None and trained.grads.get(n) is None}
         unread = _never_read(ctx) & cut if cut else set()
         if "unused-parameters" in ctx.selected:
             dead = [n for n in dead if n not in unread]  # unused-parameters reports those
+        if dead and "dead-units" in ctx.selected:
+            behind = _behind_dead_units(ctx, dead)
+            dead = [n for n in dead if n not in behind]  # dead-units reports their cause
         found: dict[str, list[str]] = {}
         for name in dead:
             found.setdefault(module_of(name), []).append(name)
@@ -105,6 +113,23 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
                 hint=hint,
             )
 
+    def _loss_cut(self, ctx) -> Iterator[Finding]:
+        """The loss needs no gradient at all although the model has trainable parameters."""
+        from nnlint.dynamic.context import Skip
+
+        trainable = [n for n, p in ctx.model.named_parameters() if p.requires_grad]
+        if not trainable:
+            raise Skip("no trainable parameter")
+        yield ctx.report(
+            self,
+            None,
+            params=f"all {len(trainable)} trainable parameters",
+            module=type(ctx.model).__name__,
+            verb="get",
+            what="no gradient",
+            hint="the loss does not require a gradient: check forward for .detach(), torch.no_grad(), .data or an integer cast on the way to the output",
+        )
+
 
 def _never_read(ctx) -> set[str]:
     """The parameters the graph phase's recorded forward never reads (what
@@ -118,3 +143,40 @@ def _never_read(ctx) -> set[str]:
     except CaptureError:
         return set()
     return {n for n, p in ctx.model.named_parameters() if p.requires_grad} - graph.params_read
+
+
+def _behind_dead_units(ctx, names: list[str]) -> set[str]:
+    """The parameters whose zero gradient dead ReLU units explain, which dead-units
+    reports: those of a layer whose output is <= 0 everywhere (the ReLU after it
+    passes nothing back), and those of a layer whose input is all zeros."""
+    import torch
+
+    from nnlint.dynamic.context import module_of
+    from nnlint.dynamic.probes import main_output
+
+    model = ctx.fresh(train=True)
+    modules = {module_of(n) for n in names}
+    explained: set[str] = set()
+
+    def look(name):
+        def hook(_module, inputs, output):
+            x, y = main_output(inputs), main_output(output)
+            silent = isinstance(x, torch.Tensor) and x.is_floating_point() and not x.any()
+            negative = (
+                isinstance(y, torch.Tensor) and y.is_floating_point() and bool((y <= 0).all())
+            )
+            if silent or negative:
+                explained.add(name)
+
+        return hook
+
+    handles = [
+        m.register_forward_hook(look(n)) for n, m in model.named_modules() if n and n in modules
+    ]
+    try:
+        with torch.no_grad():
+            ctx.run(model, same_rng=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n for n in names if module_of(n) in explained}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from nnlint.core.finding import Finding
@@ -17,7 +18,11 @@ class DeadUnits(DynamicRule):
     when more than `max_dead_fraction` of its units are dead. Sigmoid/tanh
     outputs within 1% of their bounds for more than `max_saturated_fraction`
     of the values are flagged as saturated. A few dead units in a wide layer
-    are normal.
+    are normal, and so are a few dead units of a narrow layer fed an input
+    that barely varies across samples (a squeeze-excitation block after global
+    pooling), where each unit is dead or alive by the sign of its random
+    weights: a layer is flagged only when more of its units are dead than
+    that coin toss would give (a binomial tail below 0.1%).
 
     ## Why is this bad?
     Dead units pass no gradient and never recover; saturated units pass almost
@@ -84,6 +89,7 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
                 kind in ("relu", "relu6")
                 and total >= 4
                 and dead / total > self.settings["max_dead_fraction"]
+                and _beyond_chance(dead, total)
             ):
                 yield ctx.report(
                     self,
@@ -105,6 +111,19 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
                     layer=layer or "input",
                     hint="scale down the init or normalize the layer's input",
                 )
+
+
+# A unit fed an input that barely varies across samples (a squeeze-excitation
+# block's globally pooled features) is dead or alive by the sign of its random
+# weights, each with probability about 1/2. More dead units than that chance
+# gives (a binomial tail below this) point at the init or the input scale.
+_CHANCE = 1e-3
+
+
+def _beyond_chance(dead: int, total: int) -> bool:
+    """Whether `dead` of `total` units is unlikely if each died with probability 1/2."""
+    tail = sum(math.comb(total, k) for k in range(dead, total + 1))
+    return tail < _CHANCE * 2**total
 
 
 def _widen(ctx, samples: int):

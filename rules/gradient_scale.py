@@ -119,11 +119,11 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
         found = self._scale(relative, optimizer_name)
         if found is not None:
             # A BatchNorm'd stem or a gradient behind a small init is extreme only at init.
-            trained = ctx.trained()
-            if trained.diverged or (
-                trained.steps
-                and self._scale(_relative(trained.model, trained.grads, judged), optimizer_name)
-            ):
+            def extreme(t) -> bool:
+                return self._scale(_relative(t.model, t.grads, judged), optimizer_name) is not None
+
+            trained = ctx.trained(until=lambda t: not extreme(t))
+            if trained.diverged or (trained.steps and extreme(trained)):
                 at, what, hint = found
                 yield ctx.report(self, at, what=what, hint=hint)
                 return
@@ -178,11 +178,17 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
         # itself at first: when that explains the ratio (measured against the fan-in
         # scale it is in range), judge the step again from the trained copy.
         if low <= floored <= high:
-            trained = ctx.trained()
-            if trained.steps and not trained.diverged:
-                again, _, _, _ = self._median_step(ctx, copy.deepcopy(trained.model), judged)
-                if again is not None and low <= again <= high:
-                    return
+            verdicts: dict[int, bool] = {}  # steps -> in range
+
+            def in_range(t) -> bool:
+                if t.steps not in verdicts:
+                    again, _, _, _ = self._median_step(ctx, copy.deepcopy(t.model), judged)
+                    verdicts[t.steps] = again is not None and low <= again <= high
+                return verdicts[t.steps]
+
+            trained = ctx.trained(until=in_range)
+            if trained.steps and not trained.diverged and in_range(trained):
+                return
         yield ctx.report(
             self,
             None,

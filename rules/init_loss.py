@@ -17,7 +17,8 @@ class InitLoss(DynamicRule):
     classes, near-uniform predictions after a default init) and with the
     entropy of the batch's labels (a final bias set from the label prior).
     A loss above ln C or below the label entropy by more than `tolerance`
-    (relative) is flagged. Binary losses are judged against ln 2.
+    (relative) is flagged. Binary losses are judged against ln 2. A loss
+    nnlint had to guess (no target and nothing saying the task) is not judged.
 
     ## Why is this bad?
     A loss far above ln C means overconfident random predictions, usually
@@ -64,11 +65,13 @@ loss_fn = torch.nn.functional.cross_entropy
 
     def check(self, ctx) -> Iterator[Finding]:
         from nnlint.dynamic import probes
-        from nnlint.dynamic.context import Skip, rounded
+        from nnlint.dynamic.context import Skip, guessed_loss, rounded
 
         loss = ctx.loss
         if loss is None or not (loss.classification or loss.name in _BINARY):
             raise Skip("needs a classification loss")
+        if loss.guessed:
+            raise Skip(guessed_loss(loss))
         base = ctx.passes()
         if base.loss is None or not math.isfinite(base.loss):
             raise Skip("the loss at init is not finite (see non-finite)")

@@ -136,13 +136,20 @@ batch = (torch.randn(8, 16), torch.randint(0, 3, (8,)))
 
         if ctx.loss is None:
             return True
-        trained = ctx.trained()
+        verdicts: dict[int, bool] = {}  # steps -> still ignored
+
+        def still(t) -> bool:
+            if t.steps not in verdicts:
+                model = ctx.set_mode(t.model, train=True, dropout=False)
+                with torch.no_grad():
+                    base = probes.main_output(ctx.run(model, same_rng=True))
+                verdicts[t.steps] = self._unchanged(ctx, model, key, changed, base)
+            return verdicts[t.steps]
+
+        trained = ctx.trained(until=lambda t: not still(t))
         if trained.diverged or not trained.steps:
             return True
-        model = ctx.set_mode(trained.model, train=True, dropout=False)
-        with torch.no_grad():
-            base = probes.main_output(ctx.run(model, same_rng=True))
-        return self._unchanged(ctx, model, key, changed, base)
+        return still(trained)
 
     def _zero_gradient(self, ctx, model, key, x, gen):
         import torch

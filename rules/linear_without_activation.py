@@ -16,15 +16,28 @@ def _bottleneck(first: dict, second: dict) -> bool:
     return inner is not None and inner < first.get("in", 0) and inner < second.get("out", 0)
 
 
+def _axes_swapped(graph, node, first) -> bool:
+    """Whether a transpose or permute lies between `first` and `node`: the second
+    layer then mixes another axis than the first (a 2D DCT, token then channel mixing)."""
+    while node.inputs:
+        node = graph.nodes[node.inputs[0]]
+        if node is first:
+            return False
+        if node.kind in ("transpose", "permute"):
+            return True
+    return False
+
+
 class LinearWithoutActivation(GraphRule):
     """Two Linear (or dense Conv) layers in a row with nothing nonlinear between.
 
     ## What it does
     Flags a `Linear` fed directly by another `Linear` (or a dense convolution
     fed by a dense convolution), with only reshapes or dropout between them.
-    A low-rank bottleneck (the inner width smaller than both ends, as in LoRA)
-    and depthwise or grouped convolutions (separable convolutions) are
-    deliberate designs and not flagged.
+    A low-rank bottleneck (the inner width smaller than both ends, as in LoRA),
+    depthwise or grouped convolutions (separable convolutions) and two layers
+    with a transpose or permute between them (each mixes another axis, as in
+    a 2D DCT) are deliberate designs and not flagged.
 
     ## Why is this bad?
     A composition of linear maps is one linear map: the two layers have the
@@ -87,6 +100,21 @@ class LoRALinear(nn.Module):
 model = LoRALinear()
 """,
         """
+import torch
+import torch.nn as nn
+
+class Separable(nn.Module):
+    def __init__(self, size=8):
+        super().__init__()
+        self.rows = nn.Linear(size, size, bias=False)
+
+    def forward(self, x):
+        return self.rows(self.rows(x).transpose(-1, -2)).transpose(-1, -2)
+
+model = Separable()
+batch = torch.randn(4, 3, 8, 8)
+""",
+        """
 import torch.nn as nn
 model = nn.Sequential(
     nn.Conv2d(3, 16, 3, padding=1, groups=1, bias=False),
@@ -113,6 +141,8 @@ model = nn.Sequential(
                 continue
             if _bottleneck(first.attrs, node.attrs):
                 continue
+            if _axes_swapped(ctx.graph, node, first):
+                continue  # a separable map (rows, then columns): not one layer
             if any(
                 user.kind not in ("linear", "conv")
                 for user in ctx.graph.consumers(first, through=_THROUGH)

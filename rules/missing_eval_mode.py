@@ -229,8 +229,7 @@ def _is_model(tracker, expr: cst.BaseExpression) -> bool:
         return text.replace("self.", "").isidentifier() and ("model" in text or "net" in text)
     if not isinstance(expr, cst.Name):
         return False
-    referents = tracker.referents.get(expr, ())
-    if any(isinstance(getattr(r, "node", None), cst.Param) for r in referents):
+    if tracker.names.bound_by(expr, cst.Param):
         return True
     return any(
         "module" in tracker.tags(value) or _built_by_zoo(tracker, value)

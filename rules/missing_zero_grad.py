@@ -151,4 +151,6 @@ for x, y in loader:
                 else:
                     what = f"`{step.target}.step()`"
                     fix = f"call `{step.target}.zero_grad()` each iteration"
-                yield ctx.report(self, step.node, what=what, fix=fix, note=f"loop at line {line}")
+                yield ctx.report(
+                    self, step.node, what=what, fix=fix, note=f"loop at {ctx.line_label(line)}"
+                )

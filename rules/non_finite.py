@@ -11,8 +11,12 @@ class NonFinite(DynamicRule):
     """NaN or Inf in a module's output or in the loss.
 
     ## What it does
-    Watches every module's output in one train-mode forward of the batch and
-    names the first module whose output holds NaN or Inf; checks the loss too.
+    Watches every module's output in one train-mode forward of the batch; when
+    one holds NaN or Inf, replays the forward op by op and reports the first
+    op that made NaN or Inf from finite inputs, at the line of your code that
+    ran it (else the first module whose output holds it); checks the loss too.
+    Reported once: the checks whose verdict NaN invalidates (dead gradients,
+    ignored inputs, cannot-overfit, ...) are skipped, NN007 under `--verbose`.
 
     ## Why is this bad?
     One NaN spreads to every weight at the next step; training is over.
@@ -36,6 +40,7 @@ class NonFinite(DynamicRule):
     name = "non-finite"
     message = "{what} holds NaN or Inf at init; {hint}"
     severity = Severity.ERROR
+    needs_finite = False
 
     valid = (
         """
@@ -71,7 +76,17 @@ loss_fn = torch.nn.functional.cross_entropy
                 )
                 return
         base = ctx.passes()
-        if base.first_nonfinite is not None:
+        op = base.nonfinite_op
+        if op is not None:
+            # The op that made it, at the forward line that ran it; later modules only carry it.
+            yield self.make(
+                op.path,
+                op.line,
+                1,
+                what=f"the output of `{op.op}`",
+                hint="guard log/sqrt/division/exp at this line",
+            )
+        elif base.first_nonfinite is not None:
             name = base.first_nonfinite[0]
             what = f"the output of `{name}`" if name else "the model's output"
             yield ctx.report(

@@ -35,6 +35,7 @@ class ParamsNotInOptimizer(DynamicRule):
     name = "params-not-in-optimizer"
     message = "{count} trainable parameter tensor{s} of `{module}` ({names}) {verb} not in the optimizer; build the optimizer after the model is complete"
     severity = Severity.ERROR
+    needs_finite = False  # which parameters the optimizer holds does not depend on values
 
     valid = (
         """

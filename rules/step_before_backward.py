@@ -102,7 +102,10 @@ for x in loader:
                     seen.add(step.node)
                     line = ctx.position(backward.node).start.line
                     yield ctx.report(
-                        self, step.node, target=step.target, note=f"backward at line {line}"
+                        self,
+                        step.node,
+                        target=step.target,
+                        note=f"backward at {ctx.line_label(line)}",
                     )
 
 

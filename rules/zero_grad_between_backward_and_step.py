@@ -108,7 +108,9 @@ for real in loader:
                     continue
                 seen.add(clear.node)
                 line = ctx.position(step.node).start.line
-                yield ctx.report(self, clear.node, target=step.target, note=f"step at line {line}")
+                yield ctx.report(
+                    self, clear.node, target=step.target, note=f"step at {ctx.line_label(line)}"
+                )
 
 
 def _cleared_before_step(unit: Loop) -> Iterator[tuple[Event, Event]]:

@@ -133,6 +133,7 @@ def test_json_output_is_one_complete_document(cli, write):
         "end_column": 21,
         "phase": "script",
         "note": "loop at line 5",
+        "url": "https://github.com/nnlint/nnlint/blob/main/docs/rules.md#nn201-missing-zero-grad",
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 
 import pytest
@@ -103,14 +104,18 @@ class Fragile(MLP):
         return super().forward(x)
 
 
-def test_a_check_that_errors_is_nn001_and_the_others_still_run():
+def test_a_check_the_users_forward_fails_is_their_nn007_and_the_others_still_run():
     torch.manual_seed(0)
     model = Fragile()
     torch.nn.init.normal_(model.head.weight, std=5.0)
-    found = nnlint.check(model, batch=features(), loss_fn=F.cross_entropy, select=["NN3", "NN001"])
+    found = nnlint.check(
+        model, batch=features(), loss_fn=F.cross_entropy, select=["NN3", "NN001", "NN007"]
+    )
     by_code = {f.code: f for f in found}
-    assert "NN001" in by_code and "loss-reduction" in by_code["NN001"].message
-    assert "NN301" in by_code
+    assert "NN001" not in by_code and "NN301" in by_code
+    raise_line = inspect.getsourcelines(Fragile.forward)[1] + 2
+    assert "loss-reduction" in by_code["NN007"].message
+    assert by_code["NN007"].line == raise_line and "only batches of 16" in by_code["NN007"].message
 
 
 def test_assert_clean_passes_and_fails_with_the_findings_as_text():
@@ -283,3 +288,34 @@ def test_a_check_alongside_cannot_reseed_the_rng_the_others_share():
     thread.join()
     assert errors and "cannot reseed" in errors[0]
     reseed()  # the main thread still can
+
+
+def _dropout_ctx():
+    from nnlint.dynamic.context import DynamicContext
+    from nnlint.setup.specs import LossSpec, Setup
+
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    setup = Setup(model, (x,), {}, LossSpec("cross_entropy", target=y))
+    ctx = DynamicContext(setup, path="m.py", line=1)
+    ctx.begin(None)
+    return ctx
+
+
+def test_the_trained_copy_takes_only_the_steps_asked_for():
+    ctx = _dropout_ctx()
+    assert ctx.trained(until=lambda t: True).steps == 1
+    assert ctx.trained(until=lambda t: t.steps >= 3).steps == 3
+    assert ctx.trained().steps == 5
+
+
+def test_the_trained_copy_does_not_depend_on_where_it_was_stopped():
+    straight, stopped = _dropout_ctx(), _dropout_ctx()
+    whole = straight.trained().model
+    stopped.trained(until=lambda t: True)
+    torch.rand(100)  # a check drawing random numbers in between
+    resumed = stopped.trained().model
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -118,3 +118,38 @@ def test_bad_model_specs_exit_2_with_one_line(project: Path, args, expected):
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_model_file_with_relative_imports_gets_the_dotted_spec_suggested(project: Path):
+    package = project / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text("from torch import nn\nWIDTH = 4\n")
+    (package / "unet.py").write_text(
+        "from torch import nn\nfrom .layers import WIDTH\n\n"
+        "class UNet(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(WIDTH, 2)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x)\n"
+    )
+    result = _nnlint(project, "--model", "pkg/unet.py:UNet", "--input-shape", "4")
+    assert result.returncode == 2
+    assert "relative import" in result.stderr
+    assert "name it as a module instead: --model pkg.unet:UNet" in result.stderr
+    dotted = _nnlint(project, "--model", "pkg.unet:UNet", "--input-shape", "4")
+    assert dotted.returncode in (0, 1), dotted.stderr
+
+
+def test_loss_takes_a_file_path_like_model(project: Path):
+    (project / "losses.py").write_text(
+        "import torch.nn.functional as F\n\n"
+        "def smooth_ce(logits, target):\n"
+        "    return F.cross_entropy(logits, target, label_smoothing=0.1)\n"
+    )
+    ok = _nnlint(project, "--model", "mymod:Net", "--loss", "losses.py:smooth_ce")
+    assert ok.returncode in (0, 1), ok.stderr
+    missing = _nnlint(project, "--model", "mymod:Net", "--loss", "nolosses.py:smooth_ce")
+    assert missing.returncode == 2
+    assert "nolosses.py: no such file" in missing.stderr

@@ -24,9 +24,10 @@ LAYERS = (
     ("nnlint.capture",),
     ("nnlint.pipeline",),
     ("nnlint.engine",),
+    ("nnlint.ci_formats", "nnlint.htmlreport"),
     ("nnlint.api", "nnlint.docs", "nnlint.report", "nnlint.rule"),
     ("nnlint.testing", "nnlint.cli"),
-    ("nnlint.__main__",),
+    ("nnlint.pytest_plugin", "nnlint.__main__"),
 )
 LAYER = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}
 

@@ -364,7 +364,7 @@ def test_a_linear_feeding_a_residual_does_not_collapse():
 
 @pytest.mark.parametrize("shape", ["flat", "sliced-flat"])
 def test_flattened_next_token_targets_are_causal(shape):
-    from nnlint.setup.resolve import declared_task
+    from nnlint.setup.task import declared_task
 
     tokens = torch.randint(0, 20, (4, 9), generator=torch.Generator().manual_seed(0))
     if shape == "flat":
@@ -375,9 +375,80 @@ def test_flattened_next_token_targets_are_causal(shape):
 
 
 def test_masked_lm_targets_are_not_causal():
-    from nnlint.setup.resolve import declared_task
+    from nnlint.setup.task import declared_task
 
     tokens = torch.randint(0, 20, (4, 9), generator=torch.Generator().manual_seed(0))
     labels = torch.full_like(tokens, -100)
     labels[:, 3] = tokens[:, 3]
     assert declared_task(UnmaskedLM(), (tokens,), {}, labels.reshape(-1), None) is None
+
+
+class SeparableTransform(nn.Module):
+    """A fixed 2D transform applied as one 1D transform along rows, then along columns
+    (timm's CSATv2 DCT stem), then a classifier."""
+
+    def __init__(self, size=8):
+        super().__init__()
+        self.rows = nn.Linear(size, size, bias=False)
+        self.head = nn.Linear(3 * size * size, 4)
+
+    def forward(self, x):
+        x = self.rows(self.rows(x).transpose(-1, -2)).transpose(-1, -2)
+        return self.head(F.gelu(x).flatten(1))
+
+
+def test_a_linear_along_another_axis_does_not_collapse():
+    assert codes(SeparableTransform(), ["NN105"], batch=images()) == []
+
+
+class SqueezeExcite(nn.Module):
+    """A small CNN with a squeeze-excitation block (SENet, MobileNetV3, EfficientNet):
+    globally pooled features through a 4-unit ReLU bottleneck gate the channels."""
+
+    def __init__(self, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, 32, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(32)
+        self.reduce = nn.Conv2d(32, 4, 1)
+        self.expand = nn.Conv2d(4, 32, 1)
+        self.head = nn.Linear(32, 4)
+        with torch.no_grad():
+            for conv in (self.conv, self.reduce, self.expand):
+                scale = conv.weight[0].numel() ** 0.5
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) / scale)
+            self.reduce.bias.zero_()
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.conv(x)))
+        gate = torch.sigmoid(self.expand(F.relu(self.reduce(h.mean((2, 3), keepdim=True)))))
+        return self.head((h * gate).mean((2, 3)))
+
+
+@pytest.mark.parametrize("seed", [1, 15])
+def test_a_squeeze_excitation_bottleneck_is_not_dead(seed):
+    assert codes(SqueezeExcite(seed), ["NN310"], batch=images()) == []
+
+
+def test_a_layer_dead_for_good_is_still_dead():
+    wide = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    nn.init.constant_(wide[0].bias, -20.0)
+    assert codes(wide, ["NN310"], batch=features()) == ["NN310"]
+
+
+class DetachedOutput(nn.Module):
+    """A model whose output is detached on its way out: no parameter gets a gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x))).detach()
+
+
+def test_a_loss_that_needs_no_gradient_is_reported():
+    found = problems(DetachedOutput(), ["NN306"], batch=features(), loss_fn=F.cross_entropy)
+    assert [f.code for f in found] == ["NN306"]
+    assert "all 4 trainable parameters" in found[0].message

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 from conftest import BUGGY, CLEAN
 
@@ -58,6 +59,29 @@ def test_script_hook_via_try_repo(tmp_path, hook_env, text, expected):
     assert proc.returncode == expected, proc.stdout + proc.stderr
     if expected:
         assert "train.py:8:5: NN201" in proc.stdout
+
+
+@pytest.mark.parametrize(("text", "expected"), [(BUGGY, 1), (CLEAN, 0)])
+def test_script_hook_runs_on_notebooks(tmp_path, hook_env, text, expected):
+    repo = tmp_path / "project"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell("# Train")]
+    notebook.cells += [nbformat.v4.new_code_cell(cell) for cell in text.split("\n\n")]
+    nbformat.write(notebook, repo / "train.ipynb")
+    _git(repo, "add", "train.ipynb")
+    proc = subprocess.run(
+        [PRE_COMMIT, "try-repo", str(ROOT), "nnlint", "--all-files"],
+        cwd=repo,
+        env=hook_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == expected, proc.stdout + proc.stderr
+    if expected:
+        assert "train.ipynb:cell 3:6:5: NN201" in proc.stdout
 
 
 @pytest.mark.parametrize(("text", "expected"), [(BUGGY, 1), (CLEAN, 0)])

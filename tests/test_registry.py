@@ -125,6 +125,55 @@ def test_third_party_plugin_through_entry_point(tmp_path):
     assert "t.py:1:1: NN299 print found; use logging" in proc.stdout
 
 
+def test_plugin_rules_may_use_their_own_code_prefix(tmp_path):
+    (tmp_path / "xxplugin.py").write_text(
+        textwrap.dedent(
+            '''
+            from nnlint import ScriptRule
+
+            class NoPrint(ScriptRule):
+                """Flags print.
+
+                ## What it does
+                x
+                ## Why is this bad?
+                x
+                ## Example
+                x
+                ## Use instead
+                x
+                """
+                code = "XX001"
+                name = "xx-no-print"
+                message = "print found; use logging"
+                needs = ("print",)
+
+                def check(self, ctx):
+                    for node in ctx.module.body:
+                        yield ctx.report(self, node)
+            '''
+        )
+    )
+    dist = tmp_path / "xxplugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: xxplugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[nnlint.rules]\nxx = xxplugin:NoPrint\n")
+    (tmp_path / "t.py").write_text("print(1)\nprint(2)  # noqa: XX001\nprint(3)  # noqa: XX0\n")
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from nnlint.cli import main\n"
+        "print('exit', main(['--select', 'XX', 't.py']))\n"
+        "print('exit', main(['--select', 'XX0', '--ignore', 'XX001', 't.py']))\n"
+        "print('exit', main(['--select', 'X', 't.py']))\n"
+    )
+    proc = run_subprocess(cwd=tmp_path, code=code)
+    out = proc.stdout.splitlines()
+    assert "t.py:1:1: XX001 print found; use logging" in out
+    assert not any(line.startswith(("t.py:2:", "t.py:3:")) for line in out)
+    assert [line for line in out if line.startswith("exit")] == ["exit 1", "exit 0", "exit 2"]
+    assert "unknown rule selector 'X'" in proc.stderr
+
+
 def test_readme_rule_table_is_current():
     readme = (ROOT / "README.md").read_text()
     start = readme.index(TABLE_BEGIN) + len(TABLE_BEGIN)

@@ -13,6 +13,10 @@ import sys
 import pytest
 from conftest import BUGGY
 
+from nnlint.core.registry import load_registry
+from nnlint.core.rule import Phase
+from nnlint.script.phase import lint_file
+
 DEEP = {
     "additions": "x = " + " + ".join(["a"] * 10_000),
     "attributes": "x = a" + ".b" * 20_000,
@@ -57,11 +61,45 @@ def test_depth_counts_chains_as_libcst_nests_them():
 
 def test_valid_python_that_libcst_rejects_is_an_info_finding(tmp_path):
     strings = " ".join(['"a"'] * 6_000)
-    (tmp_path / "joined.py").write_text(f"import torch\nx = ({strings})\n")
+    (tmp_path / "joined.py").write_text(f"{BUGGY}x = ({strings})\n")
     compile((tmp_path / "joined.py").read_text(), "joined.py", "exec")  # Python accepts it
     run = nnlint("--format", "concise", "joined.py", cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr  # info does not fail the run
     assert "joined.py:1:1: NN009 script rules skipped: libcst cannot parse it" in run.stdout
+
+
+def script_rules() -> list:
+    return [r() for r in load_registry().rules if r.kind is Phase.SCRIPT]
+
+
+# Each shape ends a training script, so that the script rules want to read it.
+_SCRIPT = BUGGY.encode()
+LIBCST_REJECTS = {
+    # CPython's tokenizer measures the dedent in columns, libcst's by the indent string.
+    "tab-after-spaces": _SCRIPT + b"if x:\n if y:\n\t z = 1\nw = 2\n",
+    "joined-strings": _SCRIPT + b"x = (\n" + b'    "a"\n' * 6_000 + b")\n",
+    "final-backslash-crlf": _SCRIPT.replace(b"\n", b"\r\n") + b"\\\r\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(LIBCST_REJECTS))
+def test_each_shape_libcst_rejects_is_nn009_not_a_syntax_error(tmp_path, shape):
+    path = tmp_path / f"{shape}.py"
+    path.write_bytes(LIBCST_REJECTS[shape])
+    compile(path.read_bytes(), path.name, "exec")  # valid Python
+    findings = lint_file(path, path.name, script_rules(), tmp_path)
+    assert [(f.code, f.severity.name) for f in findings] == [("NN009", "INFO")], findings
+    assert "libcst cannot parse it, though Python can" in findings[0].message
+
+
+def test_a_file_no_rule_reads_is_never_handed_to_libcst(tmp_path):
+    rules = script_rules()
+    # No rule needs a file that never mentions torch; libcst would reject this one.
+    path = tmp_path / "strings.py"
+    path.write_bytes(b"import os\nx = (\n" + b'    "a"\n' * 6_000 + b")\n")
+    assert lint_file(path, path.name, rules, tmp_path) == []
+    path.write_text("import os\ndef f(:\n    pass\n")
+    assert [f.code for f in lint_file(path, path.name, rules, tmp_path)] == ["NN002"]
 
 
 def test_a_real_syntax_error_is_still_nn002(tmp_path):

@@ -1,11 +1,12 @@
 """Inside the forked child: run the training script with its training setup intercepted.
 
-Caught: the `--model` instance (the named class or factory is patched in
-its module before the script imports it, and classes of that name defined in
-`__main__` are caught as they are built), its first call's arguments, the
-losses from `torch.nn.functional` applied outside the model (or the model's
-own `.loss`), the tensor `backward()` ran on, and the optimizer at its first
-step, where the script is stopped.
+`nnlint.capture.intercept` catches the `--model` instance as the script
+builds it, its training call, the loss, `backward` and the optimizer at its
+first step, where the script is stopped. Where the script asks for CUDA and
+the machine has none, it runs on the CPU (`nnlint.capture.cuda`) and a note
+says where. The graph and dynamic phases then run here, on the model as the
+script built it, with its first batch: custom losses and classes defined in
+`__main__` cannot be pickled back, the findings can.
 
 Before the script runs, the child is contained (`nnlint.setup.contain`): the
 project, the home folder and the script's folder are overlaid, so whatever the
@@ -16,53 +17,50 @@ files stay as they were. Where the kernel offers less, the audit hooks of
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import pickle
+import re
 import runpy
 import signal
 import sys
 import tempfile
+import time
 import traceback
+import types
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from nnlint.capture.cuda import CudaOnCpu, cuda_fallback
+from nnlint.capture.intercept import (
+    State,
+    StepReached,
+    patch_backward,
+    patch_losses,
+    patch_model,
+    stop_at_first_step,
+)
 from nnlint.core.config import WALL_FACTOR
-from nnlint.core.diagnostics import one_line
+from nnlint.core.diagnostics import NoInputs, ScriptNotRun, one_line
+from nnlint.core.files import display_path
+from nnlint.core.finding import Finding
+from nnlint.core.notebook import compile_notebook, is_notebook
 from nnlint.dynamic.phase import dynamic_phase
+from nnlint.graph.phase import run_graph_phase
+from nnlint.script.losses import loss_kind_in_script
 from nnlint.setup.contain import Protection, contain
-from nnlint.setup.inputs import Batch
-from nnlint.setup.load import TargetSpec
+from nnlint.setup.inputs import Batch, provide_batch
+from nnlint.setup.load import TargetSpec, definition_site
 from nnlint.setup.resolve import resolve
-from nnlint.setup.sandbox import guarded
-from nnlint.setup.sites import Site, recording, user_frame, user_site
-from nnlint.setup.specs import KNOWN_LOSSES, LossSpec, OptimizerSpec, Setup
-from nnlint.setup.tensors import map_tensors
-
-
-class StepReached(BaseException):
-    """Raised at the first optimizer step to stop the script."""
+from nnlint.setup.sandbox import cache_dirs, guarded
+from nnlint.setup.sites import Site, recording, user_site
+from nnlint.setup.specs import LossSpec, OptimizerSpec, Setup
 
 
 class CaptureTimeout(BaseException):
     """The script did not reach its first step in time."""
-
-
-class State:
-    def __init__(self) -> None:
-        self.models: list[Any] = []
-        self.calls: dict[int, tuple] = {}
-        self.outputs: dict[int, Any] = {}
-        self.losses: list[tuple] = []
-        self.backward: Any = None
-        self.optimizer: Any = None
-        self.depth = 0
-        self.undo: list[Any] = []
-        self.guard: Any = None
 
 
 def run_child(
@@ -85,24 +83,29 @@ def run_child(
     os.dup2(log, 1)
     os.dup2(log, 2)
     state = State()
-    reason, line = _run_script(script, settings, state, sandbox, protection)
+    cuda = cuda_fallback()
+    reason, line = _run_script(script, settings, state, sandbox, protection, cuda)
+    notes = _cuda_note(cuda, script, settings)
+    if reason is None:
+        try:
+            setup = _setup(state, settings)
+        except Exception as exc:  # the user's forward or loss on the captured batch
+            reason, line = f"replaying its first batch raised {one_line(exc)}", 1
+        else:
+            reason = _not_found(state, settings) if setup is None else None
     if reason is not None:
-        send(fd, ("failed", reason, line))
+        send(fd, ("failed", reason, line, notes))
         return
-    try:
-        setup = _setup(state, settings)
-    except Exception as exc:  # the user's forward or loss on the captured batch
-        send(fd, ("failed", f"replaying its first batch raised {one_line(exc)}", 1))
-        return
-    if setup is None:
-        send(fd, ("failed", "nnlint could not tell which module was the --model", 1))
-        return
-    send(fd, ("captured", _picklable(setup)))
     sys.stderr = os.fdopen(saved_err, "w")
-    timings: dict[str, float] = {}
-    site = user_site(model_site, Site(str(script), 1))
-    found = dynamic_phase(setup, rules, settings, site, timings)
-    send(fd, ("done", found, timings))
+    site = user_site(model_site or _site(state, setup.model, script), Site(str(script), 1))
+    captured = _picklable(setup)
+    start = time.perf_counter()
+    notes += _graph_phase(setup, captured, script, rules, settings, site)
+    timings = {"graph": time.perf_counter() - start}
+    send(fd, ("captured", captured, notes))
+    insights: dict = {}
+    found = dynamic_phase(setup, rules, settings, site, timings, insights)
+    send(fd, ("done", found, timings, setup.describe(), insights))
 
 
 def project_dirs(script: Path, settings: Any) -> list[str]:
@@ -111,21 +114,29 @@ def project_dirs(script: Path, settings: Any) -> list[str]:
 
 
 def _run_script(
-    script: Path, settings: Any, state: State, sandbox: str, protection: Protection
+    script: Path,
+    settings: Any,
+    state: State,
+    sandbox: str,
+    protection: Protection,
+    cuda: CudaOnCpu | None,
 ) -> tuple[str | None, int]:
     os.chdir(script.parent)
     sys.path.insert(0, str(script.parent))
-    sys.argv = [str(script)]
+    sys.argv = [str(script), *settings.script_args]
     tempfile.tempdir = sandbox
     os.environ["TMPDIR"] = sandbox
-    _patch_model(settings.model, state)
-    _patch_losses(state)
-    _patch_backward(state)
+    patch_model(TargetSpec.parse(settings.model), str(script), state)
+    patch_losses(state)
+    patch_backward(state)
     if not (protection.copy_on_write and "landlock" in protection.layers):
         # the kernel holds only part of the line: refuse in Python what it does not
-        state.guard = guarded(sandbox, *protection.overlaid)  # referenced for the child's life
+        project = [str(settings.root), str(script.parent), os.getcwd()]
+        state.guard = guarded(  # referenced for the child's life
+            sandbox, *protection.overlaid, shared=cache_dirs(), protect=project
+        )
         state.guard.__enter__()
-    hook = register_optimizer_step_pre_hook(_stop_at_step(state))
+    stop_at_first_step(state)
 
     def expire(_signum: int, _frame: Any) -> None:
         raise CaptureTimeout()
@@ -138,8 +149,11 @@ def _run_script(
     signal.setitimer(signal.ITIMER_PROF, limit)
     signal.setitimer(signal.ITIMER_REAL, limit * WALL_FACTOR)
     try:
-        with recording():
-            runpy.run_path(str(script), run_name="__main__")
+        with recording(), cuda or contextlib.nullcontext():
+            if is_notebook(script):
+                _run_notebook(script)
+            else:
+                runpy.run_path(str(script), run_name="__main__")
     except StepReached:
         return None, 1
     except CaptureTimeout:
@@ -152,10 +166,22 @@ def _run_script(
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.setitimer(signal.ITIMER_PROF, 0)
-        hook.remove()
         for undo in reversed(state.undo):
             undo()
     return "it finished without calling optimizer.step()", 1
+
+
+def _run_notebook(script: Path) -> None:
+    """Run a notebook's code cells in order as `__main__`, as `runpy.run_path` runs a script."""
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(compile_notebook(script), main.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
 
 
 def _line(script: Path) -> int:
@@ -164,105 +190,9 @@ def _line(script: Path) -> int:
     return lines[-1] if lines else 1
 
 
-def _patch_model(text: str, state: State) -> None:
-    spec = TargetSpec.parse(text)
-    holder, leaf = sys.modules.get(spec.module_name), spec.attr.split(".")[-1]
-    for part in spec.attr.split(".")[:-1]:
-        holder = getattr(holder, part, None)
-    target = getattr(holder, leaf, None) if holder is not None else None
-    if isinstance(target, type) and issubclass(target, torch.nn.Module):
-        original_init = target.__init__
-
-        @functools.wraps(original_init)
-        def init(self: Any, *args: Any, **kwargs: Any) -> None:
-            original_init(self, *args, **kwargs)
-            _catch(self, state)
-
-        target.__init__ = init
-        state.undo.append(lambda: setattr(target, "__init__", original_init))
-    elif callable(target) and holder is not None:
-
-        @functools.wraps(target)
-        def factory(*args: Any, **kwargs: Any) -> Any:
-            made = target(*args, **kwargs)
-            if isinstance(made, torch.nn.Module):
-                _catch(made, state)
-            return made
-
-        setattr(holder, leaf, factory)
-        state.undo.append(lambda: setattr(holder, leaf, target))
-    module_init = torch.nn.Module.__init__
-
-    def any_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        module_init(self, *args, **kwargs)
-        if type(self).__name__ == leaf and type(self).__module__ == "__main__":
-            _catch(self, state)
-
-    torch.nn.Module.__init__ = any_init
-    state.undo.append(lambda: setattr(torch.nn.Module, "__init__", module_init))
-
-
-def _catch(model: Any, state: State) -> None:
-    if any(m is model for m in state.models):
-        return
-    state.models.append(model)
-
-    def before(module: Any, args: tuple, kwargs: dict) -> None:
-        state.depth += 1
-        if id(module) not in state.calls:
-            snapshot = map_tensors((args, kwargs), lambda t: t.detach().clone())
-            state.calls[id(module)] = snapshot
-
-    def after(module: Any, _args: tuple, _kwargs: dict, output: Any) -> None:
-        state.depth -= 1
-        state.outputs.setdefault(id(module), output)
-
-    handles = (
-        model.register_forward_pre_hook(before, with_kwargs=True),
-        model.register_forward_hook(after, with_kwargs=True),
-    )
-    state.undo.extend(h.remove for h in handles)
-
-
-def _patch_losses(state: State) -> None:
-    for name in KNOWN_LOSSES:
-        original = getattr(F, name)
-
-        def wrapper(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
-            result = _original(*args, **kwargs)
-            if state.depth == 0 and len(args) >= 2 and isinstance(args[0], torch.Tensor):
-                frame = user_frame(sys._getframe(1))
-                site = (frame.f_code.co_filename, frame.f_lineno) if frame else None
-                extra = {k: v for k, v in kwargs.items() if v is not None}
-                target = args[1].detach().clone() if isinstance(args[1], torch.Tensor) else args[1]
-                state.losses.append((_name, extra, target, tuple(args[0].shape), site, id(result)))
-            return result
-
-        setattr(F, name, functools.wraps(original)(wrapper))
-        state.undo.append(lambda n=name, o=original: setattr(F, n, o))
-
-
-def _patch_backward(state: State) -> None:
-    original = torch.Tensor.backward
-
-    def backward(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state.backward = id(self)
-        return original(self, *args, **kwargs)
-
-    torch.Tensor.backward = backward
-    state.undo.append(lambda: setattr(torch.Tensor, "backward", original))
-
-
-def _stop_at_step(state: State) -> Any:
-    def hook(optimizer: Any, _args: Any, _kwargs: Any) -> None:
-        state.optimizer = optimizer
-        raise StepReached()
-
-    return hook
-
-
 def _setup(state: State, settings: Any) -> Setup | None:
-    called = [m for m in state.models if id(m) in state.calls]
+    called = [m for m in state.candidates() if id(m) in state.calls]
+    called = [m for m in called if id(m) in state.training] or called
     if not called:
         return None
     held = {id(p) for g in state.optimizer.param_groups for p in g["params"]}
@@ -273,6 +203,10 @@ def _setup(state: State, settings: Any) -> Setup | None:
     output = state.outputs.get(id(model))
     loss = None
     model_loss = getattr(output, "loss", None)
+    if isinstance(model_loss, torch.Tensor):
+        # the HF Trainer divides the summed loss by this batch's token count; without
+        # it the model takes the same mean, and a replay on another batch stays one
+        kwargs = {k: v for k, v in kwargs.items() if k != "num_items_in_batch"}
     if isinstance(model_loss, torch.Tensor) and "labels" in kwargs:
         loss = LossSpec("model", target=kwargs["labels"])
     elif state.losses:
@@ -292,3 +226,62 @@ def _picklable(setup: Setup) -> Any:
     except Exception:
         return None
     return batch
+
+
+def _not_found(state: State, settings: Any) -> str:
+    """Why no model could be taken from the run, in words the user can act on."""
+    name = TargetSpec.parse(settings.model).attr.split(".")[-1]
+    made = state.candidates()
+    if not made:
+        return f"it never built {name} (--model {settings.model}) before its first optimizer step"
+    if any(hasattr(m, "training_step") for m in made):
+        return (
+            f"its {name} was never called before its first optimizer step: its training_step "
+            "calls a submodule itself; name that submodule's class or factory with --model"
+        )
+    return f"it built {name} but never called it before its first optimizer step"
+
+
+def _site(state: State, model: Any, script: Path) -> Site | None:
+    """The line that defines what built `model`, when `--model` names the script itself:
+    the named class (a submodule its `training_step` calls is checked in its name)."""
+    if state.factory is not None:
+        return Site(state.factory.co_filename, state.factory.co_firstlineno)
+    model = state.models[0] if state.models else model
+    if type(model).__module__ != "__main__":
+        return definition_site(type(model), model)
+    # inspect would look in nnlint's own __main__, which runpy has put back
+    pattern = re.compile(rf"class\s+{re.escape(type(model).__name__)}\b")
+    lines = script.read_text(encoding="utf-8", errors="replace").splitlines()
+    hits = [n for n, text in enumerate(lines, 1) if pattern.match(text)]
+    return Site(str(script), hits[0]) if hits else None
+
+
+def _cuda_note(cuda: CudaOnCpu | None, script: Path, settings: Any) -> list[Finding]:
+    if cuda is None or not cuda.asked:
+        return []
+    path, line = cuda.site or (str(script), 1)
+    return [
+        ScriptNotRun.make(
+            display_path(Path(path), Path(settings.root)),
+            line,
+            outcome="run on the CPU",
+            reason="it asks for CUDA here and this machine has none; "
+            "its first step was taken on the CPU instead",
+        )
+    ]
+
+
+def _graph_phase(
+    setup: Setup, captured: Batch | None, script: Path, rules: list, settings: Any, site: Site
+) -> list[Finding]:
+    """The graph findings for the model as the script built it, on its first batch."""
+    batch, reason = provide_batch(setup.model, settings, captured)
+    found: list[Finding] = []
+    if batch is None:
+        found.append(
+            NoInputs.make(display_path(Path(site.path), settings.root), site.line, reason=reason)
+        )
+    loss = loss_kind_in_script(script)
+    found.extend(run_graph_phase(setup.model, batch, loss, rules, settings, site))
+    return found

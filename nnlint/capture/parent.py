@@ -7,7 +7,9 @@ script's directory, intercepts the `--model` target, the losses, `backward`
 and the optimizer step, and runs the script. At the first `optimizer.step()`
 it stops the script and runs the dynamic checks on the objects it caught:
 custom losses and classes defined in `__main__` cannot be pickled back, the
-findings can. The child is contained before the script runs (see
+findings can. The child also runs the graph phase, on the model as the script
+built it (with its own constructor arguments, which the caller might not know
+how to give). The child is contained before the script runs (see
 `nnlint.capture.child`): its writes land in a scratch folder, removed here
 after the run. Anything that stops the run becomes one NN006 finding and the
 caller falls back.
@@ -15,19 +17,14 @@ caller falls back.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
-import select
-import shutil
-import signal
-import struct
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnlint.capture.channel import kill, reap, receive, remove, send
 from nnlint.capture.child import run_child
 from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import CheckSkipped, ScriptNotRun
@@ -41,7 +38,8 @@ CHECKS_LIMIT = 300.0  # seconds the child may spend on the checks after the capt
 
 @dataclass
 class ScriptRun:
-    """What the run gave: NN006 notes, the child's findings (None: fall back), the batch."""
+    """What the run gave: its notes (NN006), the child's graph and dynamic findings
+    (None: the caller falls back to its own model), the batch."""
 
     notes: list[Finding] = field(default_factory=list)
     findings: list[Finding] | None = None
@@ -49,6 +47,9 @@ class ScriptRun:
     timings: dict[str, float] = field(default_factory=dict)
     protection: str | None = None  # the layers that contained the script, in one line
     protection_detail: str | None = None  # and what the kernel did not offer
+    reason: str | None = None  # why the script could not be used, when it could not
+    setup: dict | None = None  # the task and loss the checks used (`Setup.describe`)
+    stats: dict | None = None  # what `--report`/`--stats` show, measured in the child
 
 
 def learn_from_script(
@@ -78,111 +79,48 @@ def learn_from_script(
         code = 0
         try:
             guard.forget()
-            run_child(write_fd, script_path, settings, rules, model_site, _send, scratch)
+            run_child(write_fd, script_path, settings, rules, model_site, send, scratch)
         except BaseException:
             code = 1
         finally:
             os._exit(code)
     os.close(write_fd)
     try:
-        contained = _receive(read_fd, 30.0)
+        contained = receive(read_fd, 30.0)
         run = _parent(read_fd, pid, settings, display)
     finally:
         os.close(read_fd)
-        _reap(pid)
-        _remove(scratch)
+        reap(pid)
+        remove(scratch)
     if contained is not None and contained[0] == "contained":
         run.protection, run.protection_detail = contained[1], contained[2]
     timings["capture"] = time.perf_counter() - start
     return run
 
 
-def _remove(scratch: str) -> None:
-    """Remove the run's scratch folder, also where the script took its own permissions away."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    if os.path.exists(scratch):
-        for folder, dirs, _files in os.walk(scratch):
-            for name in dirs:  # before os.walk lists them
-                with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(folder, name), 0o700)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
     limit = float(settings.capture_timeout) * WALL_FACTOR + 5.0
-    message = _receive(fd, limit)
+    message = receive(fd, limit)
     if message is None:
-        _kill(pid)
+        kill(pid)
         reason = f"it did not reach its first optimizer step within {settings.capture_timeout:g} s"
-        return ScriptRun([ScriptNotRun.make(display, 1, reason=reason)])
+        return ScriptRun([_not_used(display, 1, reason)], reason=reason)
     if message[0] == "failed":
-        _, reason, line = message
-        return ScriptRun([ScriptNotRun.make(display, line, reason=reason)])
-    batch = message[1]
-    done = _receive(fd, CHECKS_LIMIT * WALL_FACTOR)
+        _, reason, line, notes = message
+        return ScriptRun([*notes, _not_used(display, line, reason)], reason=reason)
+    _, batch, found = message
+    done = receive(fd, CHECKS_LIMIT * WALL_FACTOR)
     if done is None or done[0] != "done":
-        _kill(pid)
+        kill(pid)
         note = CheckSkipped.make(
             display,
             1,
             rule="dynamic checks",
             reason=f"they did not finish within {CHECKS_LIMIT * WALL_FACTOR:g} s",
         )
-        return ScriptRun([note], [], batch)
-    return ScriptRun([], done[1], batch, done[2])
+        return ScriptRun([note], found, batch)
+    return ScriptRun([], found + done[1], batch, done[2], setup=done[3], stats=done[4] or None)
 
 
-def _send(fd: int, message: Any) -> None:
-    data = pickle.dumps(message)
-    os.write(fd, struct.pack("!Q", len(data)))
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _receive(fd: int, limit: float) -> Any:
-    """One message, or None on timeout or when the child died without one."""
-    deadline = time.monotonic() + limit
-    buffer = b""
-    size = None
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        # read no further than this message: the next may already be in the pipe
-        wanted = 8 - len(buffer) if size is None else 8 + size - len(buffer)
-        chunk = os.read(fd, min(wanted, 1 << 20))
-        if not chunk:
-            return None
-        buffer += chunk
-        if size is None and len(buffer) >= 8:
-            size = struct.unpack("!Q", buffer[:8])[0]
-        if size is not None and len(buffer) >= 8 + size:
-            try:
-                return pickle.loads(buffer[8 : 8 + size])
-            except Exception:
-                return None
-
-
-def _kill(pid: int) -> None:
-    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        try:
-            target()
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _reap(pid: int) -> None:
-    for _ in range(50):
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.02)
-    _kill(pid)
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+def _not_used(display: str, line: int, reason: str) -> Finding:
+    return ScriptNotRun.make(display, line, outcome="not used", reason=reason)

@@ -62,6 +62,7 @@ def run_key(root: Path, rules: Sequence[tuple[str, tuple]], debug: bool) -> str:
     parts = {
         "nnlint": __version__,
         "libcst": _version("libcst"),
+        "nbformat": _version("nbformat"),  # it reads notebooks; a new one may read them anew
         "rules": [[code, repr(options)] for code, options in rules],
         "debug": debug,
         "root": str(root.resolve()),

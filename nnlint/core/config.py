@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ DEFAULT_EXCLUDE = (
     "dist",
     "site-packages",
     "node_modules",
+    ".ipynb_checkpoints",  # Jupyter's autosaved copies of the notebooks beside them
 )
 
 
@@ -43,6 +46,7 @@ class Settings:
     model: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     script: str | None = None
+    script_args: list[str] = field(default_factory=list)
     data: str | None = None
     task: str | None = None
     loss: str | None = None
@@ -51,6 +55,7 @@ class Settings:
     input_dtype: str | None = None
     device: str = "cpu"
     capture_timeout: float = 60.0
+    memory_limit: int | None = None  # bytes of address space for the model child; 0 for none
     capture: bool = True
     static_only: bool = False
     dynamic: bool = True
@@ -58,6 +63,8 @@ class Settings:
     verbose: bool = False
     debug: bool = False
     cache: bool = True
+    report: str | None = None  # --report: the HTML page to write
+    stats: bool = False  # --stats: the per-layer table in the terminal
     root: Path = field(default_factory=Path.cwd)
     config_path: Path | None = None
 
@@ -68,6 +75,22 @@ def _strings(key: str, value: Any) -> list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
     raise UsageError(f"config key {key!r} must be a string or a list of strings")
+
+
+def _argv(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return split_args(value, f"config key {key!r}")
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UsageError(f"config key {key!r} must be a string or a list of strings")
+
+
+def split_args(text: str, where: str) -> list[str]:
+    """`text` split as a POSIX shell would, for the training script's `sys.argv[1:]`."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{where}: cannot split {text!r}: {exc}") from None
 
 
 def _string(key: str, value: Any) -> str:
@@ -129,6 +152,31 @@ def parse_shape(text: str) -> list[int]:
     return check_shape(dims, f"bad shape {text!r}")
 
 
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# Below this, torch itself (already mapped in the child) leaves the model no room.
+MIN_MEMORY_LIMIT = 1 << 30
+
+
+def parse_size(text: str, where: str = "--memory-limit") -> int:
+    """`8G`, `512MiB`, `2.5GB` or a number of bytes; `none` (0) for no limit."""
+    cleaned = str(text).strip().lower()
+    if cleaned in ("none", "off", "0"):
+        return 0
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", cleaned)
+    if match is None:
+        raise UsageError(f"{where} {text!r}: expected a size such as 8G or 512M, or none")
+    size = int(float(match[1]) * _UNITS[match[2]])
+    if size < MIN_MEMORY_LIMIT:
+        raise UsageError(f"{where} {text!r}: at least 1G (torch alone takes most of that)")
+    return size
+
+
+def _size(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise UsageError(f"config key {key!r} must be a size such as '8G', or 'none'")
+    return parse_size(str(value), f"config key {key!r}:")
+
+
 # Time budgets (a check's, the capture's) are CPU seconds of the work they bound,
 # so a busy machine gets the same verdicts, only later. Wall-clock limits, which
 # stop what does no work (a script that sleeps or waits on a lock), allow this
@@ -149,6 +197,7 @@ _KEYS = {
     "model": ("model", _string),
     "model-kwargs": ("model_kwargs", _table),
     "script": ("script", _string),
+    "script-args": ("script_args", _argv),
     "data": ("data", _string),
     "task": ("task", _string),
     "loss": ("loss", _string),
@@ -157,6 +206,7 @@ _KEYS = {
     "input-dtype": ("input_dtype", _string),
     "device": ("device", _string),
     "capture-timeout": ("capture_timeout", _number),
+    "memory-limit": ("memory_limit", _size),
     "cache": ("cache", _boolean),
 }
 

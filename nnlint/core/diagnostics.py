@@ -135,12 +135,14 @@ class NoInputs(EngineRule):
 
 
 class ScriptNotRun(EngineRule):
-    """The training script could not be used to learn the training setup.
+    """The training script could not be used to learn the training setup, or not as it is.
 
     ## What it does
     Reports why the run of the training script stopped before its first
-    optimizer step (it needs a dataset, a GPU or the network, exited, hung or
-    tried to write a file). nnlint falls back to `--data` and `--task`.
+    optimizer step (it needs a dataset or the network, exited, hung, or its
+    training framework kept its first batch out of reach). nnlint falls back
+    to `--data` and `--task`. A script that asks for CUDA on a machine
+    without it is run on the CPU instead, and this note names the line.
 
     ## Why is this bad?
     The dynamic checks then use a synthesized batch and a guessed loss, not
@@ -150,12 +152,13 @@ class ScriptNotRun(EngineRule):
     A script that downloads MNIST on start.
 
     ## Use instead
-    Make the script runnable offline, or pass `--data`, `--loss` and `--task`.
+    Make the script runnable offline (pass it arguments with `--script-args`),
+    or pass `--data`, `--loss` and `--task`.
     """
 
     code = "NN006"
     name = "script-not-run"
-    message = "training script not used: {reason}"
+    message = "training script {outcome}: {reason}"
 
 
 class CheckSkipped(EngineRule):

@@ -37,8 +37,9 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
     """Files to lint, in a stable order. A missing path is a UsageError.
 
     Files named explicitly are linted even if excluded by the defaults, as with
-    ruff; directories are walked for `*.py`, skipping the default and
-    configured exclusions.
+    ruff; directories are walked for `*.py`, `*.pyi` and `*.ipynb`, skipping
+    the default and configured exclusions (`exclude = ["*.ipynb"]` leaves
+    notebooks out).
     """
     user_exclude = list(exclude)
     walk_exclude = [*DEFAULT_EXCLUDE, *user_exclude]
@@ -63,7 +64,7 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str], root: Path) -> l
             for name in sorted(filenames):
                 file = here / name
                 if (
-                    name.endswith((".py", ".pyi"))
+                    name.endswith((".py", ".pyi", ".ipynb"))
                     and not is_excluded(file, walk_exclude, root)
                     and _is_regular(file)
                 ):

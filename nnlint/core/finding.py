@@ -40,7 +40,8 @@ class Finding:
 
     `path` is as the user gave it (relative where possible); `line` and `column`
     are 1-based, as editors show them. `note` carries a second location or the
-    measured number behind the message.
+    measured number behind the message. In a notebook, `cell` is the 1-based
+    cell and `line` the line within it.
     """
 
     path: str
@@ -54,6 +55,12 @@ class Finding:
     end_line: int | None = None
     end_column: int | None = None
     note: str | None = None
+    cell: int | None = None
+
+    def location(self) -> str:
+        """`path:line:column`, or `path:cell N:line:column` in a notebook (as ruff writes it)."""
+        cell = f"cell {self.cell}:" if self.cell is not None else ""
+        return f"{self.path}:{cell}{self.line}:{self.column}"
 
     def to_dict(self) -> dict:
         data = asdict(self)

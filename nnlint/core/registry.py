@@ -2,8 +2,8 @@
 
 Rules are found by walking the `nnlint.rules` package and the entry-point
 group `nnlint.rules` (third-party plugins); nobody keeps a list by hand.
-Selectors are code prefixes (`NN2`, `NN201`), rule names (`missing-zero-grad`)
-or `ALL`, as in ruff.
+Selectors are code prefixes (`NN2`, `NN201`, or a plugin's own `XX0`), rule
+names (`missing-zero-grad`) or `ALL`, as in ruff.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class Registry:
                     )
                 table[key] = rule
         self.rules = sorted(self.by_code.values(), key=lambda r: r.code)
+        self.families = {r.code.rstrip("0123456789") for r in self.rules}
 
     def lookup(self, code_or_name: str) -> type[Rule] | None:
         return self.by_code.get(code_or_name.upper()) or self.by_name.get(code_or_name.lower())
@@ -80,8 +81,10 @@ class Registry:
         rule = self.by_name.get(sel.lower())
         if rule is not None:
             return [rule]
+        # A prefix must name a whole code family: `NN2`, or a plugin's own `XX0`, never `N`.
+        family = sel.upper().rstrip("0123456789")
         found = [r for r in self.rules if r.code.startswith(sel.upper())]
-        if not found or not sel.upper().startswith("NN"):
+        if not found or not family or family not in self.families:
             raise UsageError(f"unknown rule selector {selector!r} (see nnlint --list-rules)")
         return found
 

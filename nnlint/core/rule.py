@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 from nnlint.core.finding import Finding, Phase, Severity
 
+RULES_URL = "https://github.com/nnlint/nnlint/blob/main/docs/rules.md"
+
 
 @dataclass(frozen=True)
 class Option:
@@ -99,6 +101,11 @@ class Rule:
         """The first line of the docstring: what the rule flags."""
         return cls.docs().splitlines()[0] if cls.docs() else cls.name
 
+    @classmethod
+    def url(cls) -> str:
+        """The rule's section in docs/rules.md (GitHub's anchor of `## CODE name`)."""
+        return f"{RULES_URL}#{cls.code.lower()}-{cls.name.lower()}"
+
 
 class EngineRule(Rule):
     """A diagnostic of nnlint itself (NN0xx): it never runs a check."""
@@ -112,8 +119,8 @@ class ScriptRule(Rule):
 
     `needs` and `needs_all` are quick text filters that keep whole-tree runs
     fast: the rule is skipped for files containing none of the `needs` strings
-    or not every one of the `needs_all` strings. A file no rule needs is
-    parsed but never resolved (scopes and qualified names are most of the cost).
+    or not every one of the `needs_all` strings. A file no rule needs is only
+    checked for syntax errors by CPython: libcst never builds its tree.
     """
 
     kind = Phase.SCRIPT
@@ -144,7 +151,10 @@ class DynamicRule(Rule):
     models whose forward draws nothing from the global RNG
     (`nnlint.dynamic.alongside`). Such a check must not reseed or draw from the
     global RNG itself; `nnlint.dynamic.context.reseed` raises there.
+    `needs_finite = False` marks a check whose verdict NaN or Inf in the
+    forward does not invalidate; the others are skipped then (one bug, one finding).
     """
 
     kind = Phase.DYNAMIC
     alongside: ClassVar[bool] = False
+    needs_finite: ClassVar[bool] = True

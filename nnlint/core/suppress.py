@@ -4,10 +4,13 @@ Per line: `# noqa` (everything), `# noqa: NN201,NN3` (flake8 prefix match),
 `# nnlint: disable=missing-zero-grad,NN3` (names or codes).
 Per file: `# nnlint: disable-file=NN2,...` and `# nnlint: noqa` (everything).
 Comments are read with `tokenize`, so a `# noqa` inside a string does not count.
+In a notebook they are read from the joined code cells, so a `disable-file`
+comment in any cell covers the whole notebook and a line comment its own line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import tokenize
@@ -18,6 +21,7 @@ from pathlib import Path
 from nnlint.core.diagnostics import InvalidSuppression
 from nnlint.core.files import read_source
 from nnlint.core.finding import Finding
+from nnlint.core.notebook import Notebook, is_notebook, read_notebook
 
 ALL = None  # a suppression that covers every code
 
@@ -27,6 +31,7 @@ _DIRECTIVE = re.compile(
     re.IGNORECASE,
 )
 _NN_CODE = re.compile(r"^NN\d+$", re.IGNORECASE)
+_CODE = re.compile(r"^[A-Z]{1,5}\d+$", re.IGNORECASE)  # ours, a plugin's (XX001) or another tool's
 
 
 @dataclass
@@ -60,7 +65,7 @@ def _matches(tokens: set[str] | None, finding: Finding) -> bool:
     if tokens is ALL:
         return True
     return any(
-        finding.code.startswith(t.upper()) if _NN_CODE.match(t) else t.lower() == finding.name
+        finding.code.startswith(t.upper()) if _CODE.match(t) else t.lower() == finding.name
         for t in tokens
     )
 
@@ -99,8 +104,9 @@ def parse_suppressions(source: str) -> Suppressions:
         if match:
             tokens = _split(match.group("codes"))
             result.mentions.extend((line, column, t) for t in tokens if _NN_CODE.match(t))
-            ours = {t for t in tokens if _NN_CODE.match(t)}
-            # A noqa naming only other tools' codes (E501) silences nothing of ours.
+            ours = {t for t in tokens if _CODE.match(t)}
+            # A noqa naming only other tools' codes (E501) silences nothing of ours:
+            # E501 is the prefix of none of our findings' codes.
             if not tokens:
                 result.add_line(line, ALL)
             elif ours:
@@ -114,6 +120,7 @@ class Suppressor:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or Path.cwd()
         self._files: dict[str, Suppressions | None] = {}
+        self._notebooks: dict[str, Notebook] = {}
 
     def for_path(self, display_path: str) -> Suppressions | None:
         if display_path not in self._files:
@@ -121,7 +128,12 @@ class Suppressor:
             if not path.is_absolute():
                 path = self.root / path
             try:
-                self._files[display_path] = parse_suppressions(read_source(path))
+                if is_notebook(path):
+                    notebook = self._notebooks[display_path] = read_notebook(path)
+                    source = notebook.source
+                else:
+                    source = read_source(path)
+                self._files[display_path] = parse_suppressions(source)
             except (OSError, ValueError):
                 self._files[display_path] = None
         return self._files[display_path]
@@ -131,6 +143,11 @@ class Suppressor:
 
     def _suppressed(self, finding: Finding) -> bool:
         sup = self.for_path(finding.path)
+        notebook = self._notebooks.get(finding.path)
+        if sup is not None and notebook is not None and finding.cell is not None:
+            # Suppressions are read from the joined cells: find the finding's line there.
+            line = notebook.source_line(finding.cell, finding.line)
+            return sup.covers(dataclasses.replace(finding, line=line or 0))
         return sup is not None and sup.covers(finding)
 
     def invalid(self, paths: Iterable[str], is_known: Callable[[str], bool]) -> list[Finding]:
@@ -138,7 +155,14 @@ class Suppressor:
         found = []
         for path in paths:
             sup = self.for_path(path)
+            notebook = self._notebooks.get(path)
             for line, column, token in sup.mentions if sup else ():
-                if not is_known(token):
+                if is_known(token):
+                    continue
+                if notebook is None:
                     found.append(InvalidSuppression.make(path, line, column, token=token))
+                else:
+                    cell, within = notebook.locate(line)
+                    invalid = InvalidSuppression.make(path, within, column, token=token)
+                    found.append(dataclasses.replace(invalid, cell=cell))
         return found

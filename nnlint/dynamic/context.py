@@ -9,8 +9,10 @@ a seeded RNG and a time budget.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +21,14 @@ import torch
 from nnlint.core.finding import Finding
 from nnlint.dynamic import probes
 from nnlint.dynamic.copies import Copies
+from nnlint.dynamic.nonfinite import NonFiniteOp, first_nonfinite_op
+from nnlint.dynamic.training import TrainedPasses, Trainer
 from nnlint.setup.resolve import training_optimizer
 from nnlint.setup.sites import site_for
 from nnlint.setup.specs import LossSpec, OptimizerSpec, Setup
 
 SEED = 1234
 CHECK_BUDGET = 20.0  # seconds per check; the shared passes count against the first check using them
-# Optimizer steps of the trained copy: enough for the gradient to pass a chain of a few
-# zero-initialised layers (a zero BN gamma opens after one step, adaLN-Zero after two).
-TRAINING_STEPS = 5
 
 _worker = threading.local()  # `running` in a worker thread running a check alongside the others
 
@@ -72,23 +73,12 @@ class SharedPasses:
     loss: float | None
     first_nonfinite: tuple[str, str] | None
     grads: dict[str, Any] = field(default_factory=dict)
+    nonfinite_op: NonFiniteOp | None = None  # the op that made it, at the user's line
 
-
-@dataclass
-class TrainedPasses:
-    """A copy of the model after a few real optimizer steps on the batch.
-
-    Zero and tiny initialisations (a residual branch's last BatchNorm gamma at
-    zero, adaLN-Zero, zero output layers, LoRA's B, layer scales of 1e-6) block
-    the gradient or the input only at init; checks that find a problem there
-    look again here before reporting it.
-    """
-
-    model: Any  # train mode, after `steps` steps
-    flowing: set[str]  # parameters whose gradient was nonzero at some step, init included
-    grads: dict[str, Any]  # gradients at the trained weights (None where none arrived)
-    steps: int
-    diverged: bool  # the loss stopped being finite before the last step
+    @property
+    def finite(self) -> bool:
+        """Whether the forward and the loss stayed free of NaN and Inf."""
+        return self.first_nonfinite is None and (self.loss is None or math.isfinite(self.loss))
 
 
 class DynamicContext:
@@ -119,14 +109,15 @@ class DynamicContext:
         self.settings: Any = None
         self.rule: Any = None
         self._passes: SharedPasses | None = None
-        self._trained: TrainedPasses | None = None
+        self._trainer = Trainer(self)
         self._copies = Copies(self.model)
 
     def alongside(self) -> DynamicContext:
         """A view of this context for a check running in a worker thread: its own
-        model copies, rule and deadline; the shared passes as computed so far."""
+        model copies, trained copy, rule and deadline; the shared passes as computed so far."""
         view = copy.copy(self)
         view._copies = Copies(self.model)
+        view._trainer = Trainer(view)  # not shared across threads
         view.rule = None
         view.deadline = float("inf")
         return view
@@ -220,42 +211,18 @@ class DynamicContext:
             loss.backward()
             grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
         value = float(loss.detach()) if loss is not None else None
-        return SharedPasses(model, out, value, first[0] if first else None, grads)
-
-    def trained(self) -> TrainedPasses:
-        """The copy after `TRAINING_STEPS` steps of the user's optimizer (Adam by default)
-        with the real loss, computed on first use (only checks with a suspect call it)."""
-        if self._trained is None:
-            self._trained = self._train_copy()
-        return self._trained
-
-    def _train_copy(self) -> TrainedPasses:
-        # Kept for the whole run, so not one of the copies lent to a single check.
-        model = self.set_mode(copy.deepcopy(self.model))
-        for p in model.parameters():
-            p.grad = None
-        optimizer, _, _ = self.optimizer_for(model)
-        if not in_worker():
+        passes = SharedPasses(model, out, value, first[0] if first else None, grads)
+        if first:
+            replay = self.fresh(train=True)
             reseed()
-        flowing: set[str] = set()
-        grads: dict[str, Any] = {}
-        steps, diverged = 0, False
-        for step in range(TRAINING_STEPS + 1):
-            optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_of(self.run(model))
-            if not torch.isfinite(loss.detach()).all():
-                diverged = True
-                break
-            if not loss.requires_grad:
-                break
-            loss.backward()
-            grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-            flowing.update(n for n, g in grads.items() if g is not None and g.any())
-            if step == TRAINING_STEPS:
-                break
-            optimizer.step()
-            steps += 1
-        return TrainedPasses(model, flowing, grads, steps, diverged)
+            passes.nonfinite_op = first_nonfinite_op(lambda: self.run(replay))
+        return passes
+
+    def trained(self, until: Callable[[TrainedPasses], bool] | None = None) -> TrainedPasses:
+        """The copy after a few steps of the user's optimizer (Adam by default) with the
+        real loss (`nnlint.dynamic.training`), fewer once `until(state)` holds; trained
+        on first use (only checks with a suspect call it) and continued on demand."""
+        return self._trainer.get(until)
 
     def optimizer_for(self, model: Any) -> tuple[Any, str, bool]:
         """An optimizer on `model` like the user's (Adam by default), its description, whether it is theirs."""
@@ -288,6 +255,14 @@ class DynamicContext:
         """`rule`'s finding at the construction line of module `at` (the model's line if None)."""
         path, line = self.locate(at)
         return rule.make(path, line, 1, note=note, **fields)
+
+
+def guessed_loss(loss: LossSpec) -> str:
+    """Why a check that judges the loss itself does not judge a guessed one."""
+    return (
+        f"the loss is a guess ({loss.describe()} on targets nnlint made up: nothing says what "
+        "the model is trained for); pass --loss or --task, or let nnlint run the training script"
+    )
 
 
 def module_of(parameter_name: str) -> str:

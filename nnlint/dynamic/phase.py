@@ -20,7 +20,8 @@ from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
 from nnlint.dynamic.alongside import Alongside, start_alongside
 from nnlint.dynamic.context import DynamicContext
-from nnlint.dynamic.run import passes_failure, run_one
+from nnlint.dynamic.run import nonfinite_cause, passes_failure, run_one, skipped
+from nnlint.dynamic.stats import collect
 from nnlint.setup.preserve import preserved
 from nnlint.setup.sites import Site
 from nnlint.setup.specs import Setup
@@ -51,6 +52,7 @@ def run_checks(
     allows it; findings come back in rule order either way.
     """
     results: dict[int, list[Finding]] = {}
+    notes: list[Finding] = []
     timings = timings if timings is not None else {}
     threads = torch.get_num_threads()
     bar = _progress(rules, progress)
@@ -62,6 +64,12 @@ def run_checks(
             failure = passes_failure(ctx)
             if failure is not None:
                 return [failure]
+            cause = nonfinite_cause(ctx)
+            if cause is not None:  # one bug, one finding: non-finite reports it
+                blocked = [r for r in rules if r.needs_finite]
+                rules = [r for r in rules if not r.needs_finite]
+                reason = f"{cause} (see non-finite), so its verdict would not be about the model"
+                notes = [skipped(ctx, r, reason) for r in blocked] if verbose else []
             workers = start_alongside(ctx, rules, verbose, debug)
             for index, rule in enumerate(rules):
                 if index in workers:
@@ -86,7 +94,7 @@ def run_checks(
             torch.set_num_threads(threads)
             if bar is not None:
                 bar.close()
-    return [f for index in sorted(results) for f in results[index]]
+    return notes + [f for index in sorted(results) for f in results[index]]
 
 
 def dynamic_phase(
@@ -95,11 +103,14 @@ def dynamic_phase(
     settings: Any,
     site: Site,
     timings: dict[str, float] | None = None,
+    insights: dict[str, Any] | None = None,
 ) -> list[Finding]:
     """Run the selected dynamic rules on `setup`, findings with paths as the user reads them.
 
     `site` is where findings about the model as a whole point (its class line).
     The entry point of the dynamic phase, in this process or in the capture child.
+    With `--report` or `--stats`, `insights` receives what `nnlint.dynamic.stats`
+    measures, after the checks.
     """
     dynamic = [r for r in rules if r.kind is Phase.DYNAMIC]
     if not dynamic:
@@ -115,5 +126,19 @@ def dynamic_phase(
         debug=getattr(settings, "debug", False),
         timings=timings,
     )
+    if insights is not None and wants_stats(settings):
+        start = time.perf_counter()
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(min(THREADS, torch_threads))
+        try:
+            insights.update(collect(ctx))
+        finally:
+            torch.set_num_threads(torch_threads)
+        if timings is not None:
+            timings["stats"] = round(time.perf_counter() - start, 4)
     root = Path(settings.root)
     return [dataclasses.replace(f, path=display_path(Path(f.path), root)) for f in found]
+
+
+def wants_stats(settings: Any) -> bool:
+    return bool(getattr(settings, "report", None) or getattr(settings, "stats", False))

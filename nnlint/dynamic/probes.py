@@ -133,15 +133,17 @@ def compute_loss(
         if not isinstance(value, torch.Tensor):
             raise ValueError("the model returned no `.loss` for the given labels")
         return value
-    output = main_output(out)
     target = loss_target(loss, n, index, times)
+    if loss.name == "custom":
+        # The user's own loss reads the output as their script hands it over: a
+        # ModelOutput, a dict or a tuple, not only its main tensor.
+        return loss.fn(out, target)
+    output = main_output(out)
     shape = loss.input_shape
     m = output.shape[0]
     if shape and m != n and shape[0] % n == 0:
         shape = (shape[0] // n * m, *shape[1:])
     logits = fit_to(output, shape)
-    if loss.name == "custom":
-        return loss.fn(logits, target)
     return getattr(F, loss.name)(logits, target, **loss.kwargs)
 
 

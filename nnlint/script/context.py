@@ -7,16 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import libcst as cst
-from libcst.metadata import (
-    CodeRange,
-    MetadataWrapper,
-    PositionProvider,
-    QualifiedName,
-    ScopeProvider,
-)
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider, QualifiedName
 
 from nnlint.core.finding import Finding
+from nnlint.core.notebook import Notebook
 from nnlint.script.cstwalk import Tree
+from nnlint.script.names import Names, Scope
 
 
 class ScriptContext:
@@ -24,7 +20,8 @@ class ScriptContext:
 
     Everything is computed once, on first use, and cached, so ten rules cost one
     resolution: `tree` (children, parents and source order, from one cheap pass),
-    libcst's scopes and qualified names, and positions. Positions need a code
+    `names` (scopes, assignments and qualified names, `nnlint.script.names`),
+    and positions. Positions need a code
     generation pass over the whole file, so they are resolved only when asked
     for, which in practice is when a rule reports a finding. `project_root` is
     where the nearest config or pyproject lives.
@@ -37,14 +34,15 @@ class ScriptContext:
         source: str,
         module: cst.Module,
         project_root: Path | None = None,
+        notebook: Notebook | None = None,
     ) -> None:
         self.path = path
         self.display_path = display_path
         self.source = source
         self.module = module
         self.project_root = project_root or path.parent
+        self.notebook = notebook
         self._cache: dict[str, Any] = {}
-        self._names: dict[cst.CSTNode, set[QualifiedName]] = {}
 
     @cached_property
     def wrapper(self) -> MetadataWrapper:
@@ -56,9 +54,9 @@ class ScriptContext:
         return Tree(self.module)
 
     @cached_property
-    def scopes(self) -> Any:
-        """libcst's scope of every node (`ScopeProvider`), resolved once."""
-        return self.wrapper.resolve(ScopeProvider)
+    def names(self) -> Names:
+        """Scopes and assignments of every name, resolved once in one pass."""
+        return Names(self.module, self.tree)
 
     @cached_property
     def _positions(self) -> Any:
@@ -71,24 +69,14 @@ class ScriptContext:
         return self.tree.parent(node)
 
     def qualified_names(self, node: cst.CSTNode) -> set[QualifiedName]:
-        """What `node` names, through the file's imports (libcst's scope analysis).
-
-        The same answer as libcst's `QualifiedNameProvider`, which asks the same
-        `Scope.get_qualified_names_for`, but only for the nodes a rule asks about:
-        the provider walks the whole tree once more to prepare an answer for each.
-        """
-        found = self._names.get(node)
-        if found is None:
-            scope = self.scope(node)
-            found = set(scope.get_qualified_names_for(node)) if scope is not None else set()
-            self._names[node] = found
-        return found
+        """What `node` names, through the file's imports (`torch.nn.Linear` for `nn.Linear`)."""
+        return set(self.names.qualified(node))
 
     def qualified_name_strings(self, node: cst.CSTNode) -> set[str]:
-        return {q.name for q in self.qualified_names(node)}
+        return {q.name for q in self.names.qualified(node)}
 
-    def scope(self, node: cst.CSTNode) -> Any:
-        return self.scopes.get(node)
+    def scope(self, node: cst.CSTNode) -> Scope | None:
+        return self.names.scope(node)
 
     def report(
         self, rule: Any, node: cst.CSTNode, /, note: str | None = None, **fields: Any
@@ -104,6 +92,13 @@ class ScriptContext:
             note=note,
             **fields,
         )
+
+    def line_label(self, line: int) -> str:
+        """How a note names a line of this file: `line 12`, or `cell 3, line 2` in a notebook."""
+        if self.notebook is None:
+            return f"line {line}"
+        cell, within = self.notebook.locate(line)
+        return f"cell {cell}, line {within}"
 
     def shared(self, key: str, build: Any) -> Any:
         """A per-file analysis computed once and shared by every rule that asks for it."""

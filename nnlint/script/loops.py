@@ -174,10 +174,7 @@ class LoopAnalysis:
         root = func
         while isinstance(root, cst.Attribute):
             root = root.value
-        return isinstance(root, cst.Name) and any(
-            isinstance(getattr(r, "node", None), cst.Import | cst.ImportFrom)
-            for r in self.values.referents.get(root, ())
-        )
+        return self.ctx.names.bound_by(root, (cst.Import, cst.ImportFrom))
 
     def _helper(self, func: cst.BaseExpression):
         """The `def` in another module of the project that a call names, if it can be read."""

@@ -15,6 +15,8 @@ from typing import Any
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider, QualifiedNameProvider
 
+from nnlint.core.notebook import is_notebook, read_notebook
+
 _BY_NAME = {
     "CrossEntropyLoss": "cross_entropy",
     "cross_entropy": "cross_entropy",
@@ -75,8 +77,12 @@ def loss_kind_in_script(path: str | Path | None) -> str | None:
     if not path:
         return None
     try:
-        module = cst.parse_module(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, cst.ParserSyntaxError):
+        if is_notebook(path):
+            source = read_notebook(Path(path)).source
+        else:
+            source = Path(path).read_text(encoding="utf-8")
+        module = cst.parse_module(source)
+    except (OSError, ValueError, cst.ParserSyntaxError):
         return None
     visitor = _LossCalls()
     MetadataWrapper(module, unsafe_skip_copy=True).visit(visitor)

@@ -11,8 +11,10 @@ import libcst as cst
 from nnlint.core.diagnostics import NotAnalysed, SyntaxErrorFinding, UnreadableFile, run_rule
 from nnlint.core.files import read_source
 from nnlint.core.finding import Finding
+from nnlint.core.notebook import Notebook, is_notebook, read_notebook
 from nnlint.core.rule import ScriptRule
 from nnlint.script.context import ScriptContext
+from nnlint.script.notebook import to_cells
 
 # How deeply libcst's tree may nest before the file is left out. libcst nests
 # `a or b or c` and `a < b < c` pairwise, so an n-way chain counts n levels; its
@@ -39,7 +41,9 @@ def nesting(tree: ast.AST) -> int:
 _TOO_DEEP = "too deeply nested for Python's parser"
 
 
-def parse(display: str, source: str) -> tuple[cst.Module | None, Finding | None]:
+def parse(
+    display: str, source: str, analyse: bool = True
+) -> tuple[cst.Module | None, Finding | None]:
     """The libcst module, or the finding that says why there is none.
 
     CPython parses first (it is fast and bounded). A file it cannot build a
@@ -47,6 +51,7 @@ def parse(display: str, source: str) -> tuple[cst.Module | None, Finding | None]
     Python, which libcst reads, so its SyntaxError stands only if libcst
     rejects the file too. A file nested too deeply for libcst, or that libcst
     rejects although CPython accepts it, is left out with an info finding.
+    Without `analyse` (no rule reads the file) only CPython's verdict is given.
     """
     rejected: Finding | None = None
     try:
@@ -60,6 +65,8 @@ def parse(display: str, source: str) -> tuple[cst.Module | None, Finding | None]
         if depth > MAX_DEPTH:
             reason = f"it nests {depth} levels deep, more than the {MAX_DEPTH} nnlint analyses"
             return None, NotAnalysed.make(display, 1, 1, reason=reason)
+    if not analyse:
+        return None, rejected
     try:
         return cst.parse_module(source), None
     except (cst.ParserSyntaxError, RecursionError) as exc:
@@ -78,25 +85,47 @@ def lint_file(
     project_root: Path | None = None,
     debug: bool = False,
 ) -> list[Finding]:
-    """All script findings for one file, engine diagnostics included."""
+    """All script findings for one file, engine diagnostics included.
+
+    A notebook is linted as its code cells joined, and its findings are then
+    moved to their cells.
+    """
+    notebook: Notebook | None = None
     try:
-        source = read_source(path)
+        if is_notebook(path):
+            notebook = read_notebook(path)
+            source = notebook.source
+        else:
+            source = read_source(path)
     except OSError as exc:
         return [UnreadableFile.make(display, 1, 1, error=exc.strerror or str(exc))]
     except ValueError as exc:
         return [UnreadableFile.make(display, 1, 1, error=str(exc))]
-    module, problem = parse(display, source)
-    if module is None:
-        return [problem]
+    findings = _lint_source(path, display, source, rules, project_root, debug, notebook)
+    return findings if notebook is None else to_cells(notebook, display, findings)
+
+
+def _lint_source(
+    path: Path,
+    display: str,
+    source: str,
+    rules: Sequence[ScriptRule],
+    project_root: Path | None,
+    debug: bool,
+    notebook: Notebook | None,
+) -> list[Finding]:
     active = [
         r
         for r in rules
         if (not r.needs or any(n in source for n in r.needs))
         and all(n in source for n in getattr(r, "needs_all", ()))
     ]
-    if not active:
-        return []
-    ctx = ScriptContext(path, display, source, module, project_root)
+    # libcst's tree costs about 600 bytes of memory per byte of source: build it
+    # only for a file some rule reads.
+    module, problem = parse(display, source, analyse=bool(active))
+    if module is None:
+        return [problem] if problem is not None else []
+    ctx = ScriptContext(path, display, source, module, project_root, notebook)
     findings: list[Finding] = []
     for rule in active:
         findings.extend(run_rule(rule, ctx, display, debug))

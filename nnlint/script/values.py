@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import libcst as cst
-from libcst.metadata import Assignment
 
 from nnlint.script.context import ScriptContext
 from nnlint.script.gradmode import GradMode
@@ -63,7 +62,6 @@ LOSS_FUNCTIONS = {
     "nll_loss": "nll_fn",
     "binary_cross_entropy_with_logits": "bce_logits_fn",
 }
-_STATEMENTS = (cst.BaseSmallStatement, cst.BaseStatement)
 
 
 class Values(GradMode):
@@ -71,11 +69,8 @@ class Values(GradMode):
 
     def __init__(self, ctx: ScriptContext) -> None:
         self.ctx = ctx
-        self.referents: dict[cst.CSTNode, set] = {}
+        self.names = ctx.names
         self.tree = ctx.tree
-        for scope in {s for s in ctx.scopes.values() if s is not None}:
-            for access in scope.accesses:
-                self.referents[access.node] = set(access.referents)
         self.functions: dict[str, list[cst.FunctionDef]] = {}
         self.classes: dict[str, cst.ClassDef] = {}
         self.calls: list[cst.Call] = []
@@ -244,32 +239,14 @@ class Values(GradMode):
 
     def assigned_values(self, name: cst.Name) -> list[cst.CSTNode]:
         """The values last assigned to `name` before it is read (all of them when unsure)."""
-        assignments = [r for r in self.referents.get(name, ()) if isinstance(r, Assignment)]
-        here = self.tree.order(name)
-        scope = self.ctx.scope(name)
-        before = [a for a in assignments if a.scope is scope and self._done_by(a.node) < here]
-        if before:
-            assignments = [max(before, key=lambda a: self.tree.orders.get(a.node, -1))]
+        latest = self.names.latest(name)
+        assignments = [latest] if latest is not None else self.names.referents(name)
         values = []
         for assignment in assignments:
             value = self._value_of(assignment.node)
             if value is not None:
                 values.append(value)
         return values
-
-    def _done_by(self, target: cst.CSTNode) -> int:
-        """Where an assignment to `target` takes effect: after its whole statement.
-
-        `x = f(x)` reads the `x` assigned before it, not itself.
-        """
-        holder = self.tree.parent(target)
-        while holder is not None and not isinstance(holder, _STATEMENTS):
-            if isinstance(holder, cst.NamedExpr):
-                return self.tree.end(holder)
-            holder = self.tree.parent(holder)
-        if isinstance(holder, cst.Assign | cst.AnnAssign | cst.AugAssign):
-            return self.tree.end(holder)
-        return self.tree.orders.get(target, -1)
 
     def _value_of(self, target: cst.CSTNode) -> cst.CSTNode | None:
         parent = self.ctx.parent(target)

@@ -30,6 +30,8 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from nnlint.setup.sandbox import cache_dirs
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
@@ -55,6 +57,9 @@ _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+
+
+_held: Protection | None = None  # what contained this process (or the one it was forked from)
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -133,7 +138,15 @@ def contain(
     empty directory outside them) receives the writes, `writable` are further
     directories Landlock lets the code change in place, `memory_limit` bounds
     the address space in bytes. Never raises for what the kernel refuses.
+    A process forked from a contained one holds every layer already (and
+    could not mount again): it only becomes a process group of its own.
     """
+    global _held
+    if _held is not None:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return _held
     scratch = os.path.realpath(scratch)
     layers: list[str] = []
     missing: list[str] = []
@@ -170,11 +183,12 @@ def contain(
             missing.append(f"no pid namespace: {exc.strerror or exc}")
         _drop_capabilities()
     allowed = [scratch, *overlaid, *map(os.fspath, writable), *_devices(), "/proc/self"]
-    abi = _apply_landlock(allowed if overlaid else allowed + _caches(), threads, layers, missing)
+    abi = _apply_landlock(allowed if overlaid else allowed + cache_dirs(), threads, layers, missing)
     if memory_limit is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
         layers.append("memory-limit")
-    return Protection(tuple(layers), tuple(overlaid), tuple(readonly), tuple(missing), abi)
+    _held = Protection(tuple(layers), tuple(overlaid), tuple(readonly), tuple(missing), abi)
+    return _held
 
 
 def _outermost(dirs: Iterable[str | os.PathLike]) -> list[str]:
@@ -380,12 +394,6 @@ def _landlock_abi() -> int:
 def _devices() -> list[str]:
     found = [f"/dev/{name}" for name in _DEVICES]
     return found + glob.glob("/dev/nvidia*")
-
-
-def _caches() -> list[str]:
-    home = os.path.expanduser("~")
-    names = [os.environ.get("TORCH_HOME"), os.environ.get("HF_HOME")]
-    return [p for p in names if p] + [f"{home}/.cache/torch", f"{home}/.cache/huggingface"]
 
 
 def _restrict(abi: int, allowed: list[str]) -> None:

@@ -1,6 +1,7 @@
 """Load the model named by `--model` (torch is imported only from here on).
 
-A target spec (`package.module:Name` or `path/to/file.py:Name`, for `--model`,
+A target spec (`package.module:Name`, `path/to/file.py:Name` or
+`notebook.ipynb:Name`, for `--model`,
 `--data` and `--loss`) is parsed once, by `TargetSpec.parse`; the capture child
 reads the same parsed spec to patch the target before the script imports it.
 """
@@ -12,6 +13,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,11 @@ from types import ModuleType
 from typing import Any
 
 from nnlint.core.errors import UsageError
+from nnlint.core.files import display_path
+from nnlint.core.notebook import compile_notebook, is_notebook
+from nnlint.setup.bounds import OutOfTime, is_out_of_memory
 from nnlint.setup.sandbox import Refused
-from nnlint.setup.sites import Site, definition
+from nnlint.setup.sites import Site, definition, is_user_file
 
 MISSING_TORCH = "--model needs PyTorch, which is not installed; pip install 'nnlint[torch]'"
 
@@ -45,20 +50,12 @@ class TargetSpec:
 
     @property
     def is_file(self) -> bool:
-        return self.module.endswith(".py") or "/" in self.module or "\\" in self.module
+        return self.module.endswith((".py", ".ipynb")) or "/" in self.module or "\\" in self.module
 
     @property
     def module_name(self) -> str:
         """The name the module has in `sys.modules` once imported."""
         return Path(self.module).stem if self.is_file else self.module
-
-
-@dataclass
-class LoadedModel:
-    """The model instance and the line that defines what built it."""
-
-    model: Any
-    site: Site | None
 
 
 def require_torch() -> Any:
@@ -122,10 +119,19 @@ def _import_file(spec: TargetSpec) -> ModuleType:
     cached = sys.modules.get(name)
     if cached is not None and getattr(cached, "__file__", None) == str(path.resolve()):
         return cached
-    module = module_from_file(path.resolve(), name)
+    if is_notebook(path):
+        module = ModuleType(name)
+        module.__file__ = str(path.resolve())
+        sys.modules[name] = module
+    else:
+        module = module_from_file(path.resolve(), name)
     try:
         with _stop_at_first_step():
-            module.__spec__.loader.exec_module(module)
+            if is_notebook(path):
+                # its code cells in order, as running the notebook top to bottom does
+                exec(compile_notebook(path), module.__dict__)
+            else:
+                module.__spec__.loader.exec_module(module)
     except (_FirstStep, Refused):
         if not hasattr(module, wanted):
             sys.modules.pop(name, None)
@@ -151,8 +157,50 @@ def _import_module(spec: TargetSpec) -> ModuleType:
         raise UsageError(f"{where} called sys.exit({exc.code})") from None
     except _FirstStep:
         raise UsageError(f"{where} started training before defining it") from None
+    except ImportError as exc:
+        hint = _dotted_hint(spec, exc) or _raised_at(exc)
+        raise UsageError(f"{where} raised ImportError: {exc}{hint}") from None
     except BaseException as exc:
-        raise UsageError(f"{where} raised {type(exc).__name__}: {exc}") from None
+        if _bounded(exc):
+            raise
+        raise UsageError(f"{where} raised {type(exc).__name__}: {exc}{_raised_at(exc)}") from None
+
+
+def _bounded(exc: BaseException) -> bool:
+    """Out of time or memory: the stage's bounds report it, not as a usage error."""
+    return isinstance(exc, OutOfTime | KeyboardInterrupt) or is_out_of_memory(exc)
+
+
+_NNLINT = str(Path(__file__).resolve().parents[1]) + "/"
+
+
+def _users(path: str) -> bool:
+    return is_user_file(path) and not path.startswith(_NNLINT) and Path(path).is_file()
+
+
+def _raised_at(exc: BaseException) -> str:
+    """` (at model.py:12)`: the innermost line of the user's own code that raised `exc`."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f" (at {display_path(Path(exc.filename))}:{exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if f.lineno and _users(f.filename)]
+    if not user:
+        return ""
+    return f" (at {display_path(Path(user[-1].filename))}:{user[-1].lineno})"
+
+
+def _dotted_hint(spec: TargetSpec, exc: ImportError) -> str:
+    """For a file that uses relative imports: the dotted spec that imports it as a package."""
+    if not (spec.is_file and "relative import" in str(exc)):
+        return ""
+    path = Path(spec.module).resolve()
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    dotted = ".".join(parts) if len(parts) > 1 else f"{path.parent.name}.{path.stem}"
+    return f"; name it as a module instead: {spec.flag} {dotted}:{spec.attr}"
 
 
 def import_target(spec: TargetSpec, search: list[Path]) -> Any:
@@ -195,7 +243,10 @@ def build_model(spec: TargetSpec, target: Any, kwargs: dict[str, Any]) -> Any:
             torch.manual_seed(0)
             model = target(**kwargs)
     except BaseException as exc:
-        raise UsageError(f"{name}: building it raised {type(exc).__name__}: {exc}") from None
+        if _bounded(exc):
+            raise
+        error = f"{type(exc).__name__}: {exc}{_raised_at(exc)}"
+        raise UsageError(f"{name}: building it raised {error}") from None
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"{name} returned a {type(model).__name__}, not an nn.Module")
     return model
@@ -206,11 +257,3 @@ def definition_site(target: Any, model: Any) -> Site | None:
     subject = target if inspect.isclass(target) or inspect.isfunction(target) else type(model)
     found = definition(subject)
     return Site(*found) if found else None
-
-
-def load_model(text: str, kwargs: dict[str, Any], search: list[Path]) -> LoadedModel:
-    require_torch()
-    spec = TargetSpec.parse(text)
-    target = import_target(spec, search)
-    model = build_model(spec, target, kwargs)
-    return LoadedModel(model, definition_site(target, model))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 from typing import Any
 
 from nnlint.core.errors import UsageError
@@ -48,6 +49,10 @@ def _check_loss(settings: Any) -> None:
             raise UsageError(f"--loss {settings.loss!r}: unknown loss (known: {known})")
         return
     spec = TargetSpec.parse(settings.loss, "--loss")
+    if spec.is_file:  # `--loss losses.py:focal`, as `--model` takes a path
+        if not Path(spec.module).is_file():
+            raise UsageError(f"--loss {settings.loss!r}: {spec.module}: no such file")
+        return
     put_on_path(search_dirs(settings))
     try:
         found = importlib.util.find_spec(spec.module)

@@ -1,7 +1,10 @@
 """Keep the user's code from changing the user's files while nnlint runs it.
 
 `guarded(sandbox)` refuses, for its duration, every write, rename, deletion
-and process start outside `sandbox` (a temporary directory) and `/dev/`. A
+and process start outside `sandbox` (a temporary directory) and `/dev/`.
+Given `shared=`, it also lets writes through under those folders (the system
+temp folder and the caches of torch and Hugging Face, which libraries fill on
+import) except inside `protect=`, the user's project. A
 PEP 578 audit hook sees `open` and the `os`/`shutil`/`subprocess` events;
 `torch.save` given a file name writes from C++ and is not seen, so it is
 wrapped while the guard is active. Refusals raise `Refused`, a
@@ -17,7 +20,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -39,6 +42,7 @@ _PATH_EVENTS = {
 }
 
 _allowed: list[str] = []  # the sandboxes of the active guards, innermost last
+_shared: list[tuple[tuple[str, ...], tuple[str, ...]]] = []  # (shared, protected) per guard
 _installed = False
 
 
@@ -53,7 +57,25 @@ def _outside(path: Any) -> bool:
         real = os.path.realpath(os.fsdecode(path))
     except (TypeError, ValueError):
         return False
-    return not real.startswith((*_allowed, "/dev/"))
+    if real.startswith((*_allowed, "/dev/")):
+        return False
+    inside = real + os.sep  # the protected folder itself is protected too
+    return not any(
+        inside.startswith(shared) and not inside.startswith(protect) for shared, protect in _shared
+    )
+
+
+def cache_dirs() -> list[str]:
+    """Where torch, Triton and Hugging Face keep caches they write on import or first use."""
+    home = os.path.expanduser("~")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    named = ("TORCH_HOME", "HF_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+    found = [os.environ[name] for name in named if os.environ.get(name)]
+    return [*found, *(os.path.join(cache, d) for d in ("torch", "huggingface", "triton"))]
+
+
+def _prefixes(paths: Iterable[str | os.PathLike]) -> tuple[str, ...]:
+    return tuple(os.path.realpath(p).rstrip(os.sep) + os.sep for p in paths)
 
 
 def _audit(event: str, args: tuple) -> None:
@@ -86,14 +108,23 @@ def _wrap_save(original: Any) -> Any:
 
 
 @contextlib.contextmanager
-def guarded(sandbox: str, *also: str) -> Iterator[None]:
-    """Refuse changes outside `sandbox` and `also` (and stop bytecode writes) while the block runs."""
+def guarded(
+    sandbox: str,
+    *also: str,
+    shared: Iterable[str | os.PathLike] = (),
+    protect: Iterable[str | os.PathLike] = (),
+) -> Iterator[None]:
+    """Refuse changes outside `sandbox` and `also` (and stop bytecode writes) while the block runs.
+
+    Changes under `shared` go through unless they fall under `protect`.
+    """
     global _installed
     if not _installed:
         sys.addaudithook(_audit)
         _installed = True
-    allowed = tuple(os.path.realpath(p) + os.sep for p in (sandbox, *also))
+    allowed = _prefixes((sandbox, *also))
     _allowed.extend(allowed)
+    _shared.append((_prefixes(shared), _prefixes(protect)))
     bytecode = sys.dont_write_bytecode
     sys.dont_write_bytecode = True
     torch = sys.modules.get("torch")
@@ -108,8 +139,10 @@ def guarded(sandbox: str, *also: str) -> Iterator[None]:
             torch.save = torch.serialization.save = saved
         sys.dont_write_bytecode = bytecode
         del _allowed[len(_allowed) - len(allowed) :]
+        _shared.pop()
 
 
 def forget() -> None:
     """In a forked child: drop the parent's guards; the child sets up its own."""
     _allowed.clear()
+    _shared.clear()

@@ -16,13 +16,15 @@ API, shared by the graph and dynamic phases:
   before recording (an instance passed to `nnlint.check`) fall back to the
   `self.<attr> = ...` line of the parent's class source, then to the class
   definition of the nearest user-defined ancestor.
-* `user_frame(frame)` and `is_user_file(path)` tell user code from library code.
+* `user_frame(frame)` and `is_user_file(path)` tell user code from library code;
+  `raised_in(exc)` finds the model code's line in an exception's traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import inspect
 import linecache
 import os
@@ -36,16 +38,45 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-_NNLINT_DIR = str(Path(__file__).resolve().parents[1])
+
+def _nnlint_dirs() -> tuple[str, ...]:
+    """nnlint's own folders: the package, and its rules where an editable install
+    keeps them beside it (`nnlint.rules` maps to the repository's `rules/`)."""
+    package = str(Path(__file__).resolve().parents[1])
+    spec = importlib.util.find_spec("nnlint.rules")
+    rules = str(Path(spec.origin).resolve().parent) if spec and spec.origin else package
+    return tuple({package, rules})
+
+
+_NNLINT_DIRS = _nnlint_dirs()
 _LIBRARY_DIRS = tuple(
-    {
-        sysconfig.get_paths()["stdlib"],
-        sysconfig.get_paths()["platstdlib"],
-        _NNLINT_DIR,
-    }
+    {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"], *_NNLINT_DIRS}
 )
 _user_files: dict[str, bool] = {}
-_sites: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _ByIdentity:
+    """Values keyed by the object itself, held weakly, never hashing it: a module's own
+    `__hash__` may read state its `__init__` has not set yet (torchmetrics' metrics,
+    which Lightning builds inside `training_step`) or that changes as it runs."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref, Any]] = {}
+
+    def __contains__(self, obj: Any) -> bool:
+        item = self._items.get(id(obj))
+        return item is not None and item[0]() is obj
+
+    def get(self, obj: Any) -> Any:
+        item = self._items.get(id(obj))
+        return item[1] if item is not None and item[0]() is obj else None
+
+    def __setitem__(self, obj: Any, value: Any) -> None:
+        key = id(obj)
+        self._items[key] = (weakref.ref(obj, lambda _ref: self._items.pop(key, None)), value)
+
+
+_sites = _ByIdentity()
 
 
 @dataclass(frozen=True)
@@ -91,7 +122,7 @@ def frame_kind(frame: FrameType) -> int:
     kind = _file_kinds.get(path)
     if kind is None:
         torch_dir = _torch_dir()
-        if path.startswith(_NNLINT_DIR):
+        if path.startswith(_NNLINT_DIRS):
             kind = NNLINT
         elif is_user_file(path):
             kind = USER
@@ -139,7 +170,24 @@ def user_caller(frame: FrameType | None) -> FrameType | None:
     return None
 
 
-def _short(path: str) -> str:
+def raised_in(exc: BaseException) -> Site | None:
+    """Where the model's code raised `exc`: the innermost frame of the user's code in
+    its traceback, else of another installed package (a library's model); None when
+    it never left nnlint, torch and the standard library (then it is nnlint's bug)."""
+    user = package = None
+    tb = exc.__traceback__
+    while tb is not None:
+        kind = frame_kind(tb.tb_frame)
+        if kind == USER:
+            user = Site(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        elif kind == PACKAGE:
+            package = Site(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return user or package
+
+
+def short_path(path: str) -> str:
+    """A library's path from its package folder on (`transformers/models/...`)."""
     for marker in (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}"):
         if marker in path:
             return path.split(marker, 1)[1]
@@ -155,7 +203,7 @@ def _site_of_init(module: Any, frame: FrameType | None) -> Site | None:
         if is_user_file(frame.f_code.co_filename):
             note = None
             if library is not None:
-                note = f"built in {_short(library.f_code.co_filename)}:{library.f_lineno}"
+                note = f"built in {short_path(library.f_code.co_filename)}:{library.f_lineno}"
             return Site(frame.f_code.co_filename, frame.f_lineno, note)
         library = library or frame
         frame = frame.f_back

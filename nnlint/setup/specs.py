@@ -51,7 +51,8 @@ class LossSpec:
 
     `name` is a torch.nn.functional loss, "model" for HF-style models that
     return `.loss` when given `labels`, or "custom" for any other callable
-    `fn(output, target)`. `input_shape` is the shape the script passed as the
+    `fn(output, target)`, handed the output as the model returned it (a
+    tensor, a tuple, a dict, an HF `ModelOutput`). `input_shape` is the shape the script passed as the
     loss input, so the output can be mapped onto it again (flattened LM logits).
     """
 
@@ -62,6 +63,12 @@ class LossSpec:
     input_shape: tuple | None = None
     site: tuple[str, int] | None = None
     synthesized: bool = False
+    origin: str = ""  # what chose it, in words: "the training script", "--loss", "guessed"
+
+    @property
+    def guessed(self) -> bool:
+        """Whether nnlint picked the loss with nothing to go by (no target, no task)."""
+        return self.origin == "guessed"
 
     @property
     def classification(self) -> bool:
@@ -121,12 +128,27 @@ class OptimizerSpec:
     def from_optimizer(
         cls, optimizer: Any, model: Any, site: tuple[str, int] | None = None
     ) -> OptimizerSpec:
+        optimizer = unwrap_optimizer(optimizer)
         names = {id(p): n for n, p in model.named_parameters()}
         groups = []
         for group in optimizer.param_groups:
             options = {k: v for k, v in group.items() if k != "params" and not _is_tensor(v)}
             groups.append(([names[id(p)] for p in group["params"] if id(p) in names], options))
         return cls(type(optimizer), groups, site)
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer inside a framework's wrapper (Accelerate's, the one the HF
+    Trainer hands to callbacks, a scheduler-free shim): whatever holds a torch
+    Optimizer as `.optimizer`. Rebuilding the wrapper's own class would fail."""
+    import torch
+
+    for _ in range(4):  # wrappers of wrappers, but never a loop
+        inner = getattr(optimizer, "optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer) or inner is optimizer:
+            break
+        optimizer = inner
+    return optimizer
 
 
 @dataclass
@@ -139,6 +161,18 @@ class Setup:
     loss: LossSpec | None = None
     optimizer: OptimizerSpec | None = None
     task: str | None = None
+    task_source: str = ""  # what says so (`nnlint.setup.task`)
+
+    def describe(self) -> dict[str, str | None]:
+        """The task and the loss the checks use, and what chose each, for `--verbose`
+        and the JSON summary."""
+        loss = self.loss
+        return {
+            "task": self.task,
+            "task_from": self.task_source,
+            "loss": loss.describe() if loss is not None else None,
+            "loss_from": (loss.origin or None) if loss is not None else None,
+        }
 
 
 _FUSABLE_DTYPES = ("float16", "bfloat16", "float32", "float64")

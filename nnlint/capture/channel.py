@@ -1,0 +1,90 @@
+"""How nnlint talks to a forked child that runs user code, and cleans up after it.
+
+Messages are pickled objects, each behind its length, on a pipe. The child is
+killed as a process group (it made itself a group leader when it was
+contained) and its scratch folder removed, also where the code inside took its
+own permissions away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import shutil
+import signal
+import struct
+import time
+from typing import Any
+
+
+def send(fd: int, message: Any) -> None:
+    data = pickle.dumps(message)
+    os.write(fd, struct.pack("!Q", len(data)))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def receive(fd: int, limit: float) -> Any:
+    """One message, or None on timeout or when the child died without one."""
+    deadline = time.monotonic() + limit
+    buffer = b""
+    size = None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        # read no further than this message: the next may already be in the pipe
+        wanted = 8 - len(buffer) if size is None else 8 + size - len(buffer)
+        chunk = os.read(fd, min(wanted, 1 << 20))
+        if not chunk:
+            return None
+        buffer += chunk
+        if size is None and len(buffer) >= 8:
+            size = struct.unpack("!Q", buffer[:8])[0]
+        if size is not None and len(buffer) >= 8 + size:
+            try:
+                return pickle.loads(buffer[8 : 8 + size])
+            except Exception:
+                return None
+
+
+def kill(pid: int) -> None:
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        try:
+            target()
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def reap(pid: int, grace: float = 1.0) -> int | None:
+    """The child's wait status once it ended; killed after `grace` seconds if it has not."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    kill(pid)
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
+def remove(scratch: str) -> None:
+    """Remove a scratch folder, also where the code took its own permissions away."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    if os.path.exists(scratch):
+        for folder, dirs, _files in os.walk(scratch):
+            for name in dirs:  # before os.walk lists them
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(folder, name), 0o700)
+        shutil.rmtree(scratch, ignore_errors=True)
