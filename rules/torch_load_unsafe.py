@@ -126,6 +126,8 @@ hparams = ckpt["args"]
                 continue
             if _holds_objects(tracker, call):
                 continue  # `weights_only=True` could not load it: the advice would break the script
+            if unsafe and _saved_here(tracker, call):
+                continue  # an explicit opt-out to read back the script's own cache
             autofix = _weights_only(tracker, call, flag)
             if unsafe:
                 why = "with `weights_only=False` unpickles arbitrary code"
@@ -179,11 +181,50 @@ _OBJECT_KEYS = frozenset(
     "args opt config cfg hparams hyper_parameters dataset features examples tokenizer".split()
 )
 _MOVES = frozenset("to cuda cpu float half double".split())
+# Entries that hold either a state dict or the whole object (`checkpoint['model']`).
+_WHOLE_KEYS = frozenset("model optimizer net scheduler".split())
 
 
 def _holds_objects(tracker, call: cst.Call) -> bool:
     """Whether the code evidently reads more than tensors from what `call` loads."""
+    if _kept_as(tracker, call) & _OBJECT_KEYS:
+        return True  # `features = torch.load(cached_features_file)`
     return any(_object_use(tracker, use, depth=1) for use in _uses(tracker, call))
+
+
+def _kept_as(tracker, value: cst.CSTNode) -> set[str]:
+    """The plain names `value` is assigned to (`a, b = value` gives both)."""
+    holder = tracker.ctx.parent(value)
+    if not isinstance(holder, cst.Assign):
+        return set()
+    return {
+        n.value for t in holder.targets for n in tracker.walk(t.target) if isinstance(n, cst.Name)
+    }
+
+
+def _saved_here(tracker, call: cst.Call) -> bool:
+    """Whether the loaded path is one the same file writes with `torch.save(..., path)`."""
+    path = next((a.value for a in call.args if a.keyword is None), None)
+    if not isinstance(path, cst.Name):
+        return False
+    for other in tracker.calls:
+        positional = [a.value for a in other.args if a.keyword is None]
+        if (
+            len(positional) > 1
+            and tracker.torch_names(other.func) & {"torch.save", "torch.serialization.save"}
+            and isinstance(positional[1], cst.Name)
+            and positional[1].value == path.value
+        ):
+            return True
+    return False
+
+
+def _kept_whole(tracker, entry: cst.Subscript) -> bool:
+    """`model = checkpoint['model']`, then used without ever being loaded into a module."""
+    if not isinstance(tracker.ctx.parent(entry), cst.Assign):
+        return False
+    uses = _uses(tracker, entry)
+    return bool(uses) and not any(_restored(tracker, u) for u in uses)
 
 
 def _restored(tracker, expr: cst.CSTNode) -> bool:
@@ -229,11 +270,10 @@ def _object_use(tracker, use: cst.CSTNode, depth: int) -> bool:
     if isinstance(parent, cst.Subscript) and parent.value is use:
         key = parent.slice[0].slice if len(parent.slice) == 1 else None
         value = getattr(key, "value", None)
-        if (
-            isinstance(value, cst.SimpleString)
-            and value.evaluated_value in _OBJECT_KEYS
-            and not _restored(tracker, parent)
-        ):
+        key = value.evaluated_value if isinstance(value, cst.SimpleString) else None
+        if key in _OBJECT_KEYS and not _restored(tracker, parent):
+            return True
+        if key in _WHOLE_KEYS and _kept_whole(tracker, parent):
             return True
         use, parent = parent, tracker.ctx.parent(parent)
     while isinstance(parent, cst.Attribute) and parent.value is use:

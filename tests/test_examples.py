@@ -86,9 +86,9 @@ def runs() -> dict[Path, subprocess.CompletedProcess]:
 
 def test_every_project_has_buggy_and_fixed_versions():
     projects = {p.parent.name for p in EXAMPLES}
-    assert projects == {"mnist_cnn", "cifar_resnet", "char_transformer"}
+    assert projects == {"mnist_cnn", "cifar_resnet", "char_transformer", "tabular_regression"}
     assert {p.name for p in EXAMPLES} == {"buggy", "fixed"}
-    assert len(EXAMPLES) == 6
+    assert len(EXAMPLES) == 8
     for example in EXAMPLES:
         assert (example / "model.py").is_file() and (example.parent / "README.md").is_file()
 

@@ -470,6 +470,40 @@ def test_weights_only_not_advised_for_checkpoints_holding_objects(tmp_path):
     assert lint(tmp_path, {"resume.py": source}) == set()
 
 
+def test_weights_only_not_advised_for_caches_and_whole_objects(tmp_path):
+    source = """
+        import torch
+
+        if os.path.exists(cache_file):
+            features = torch.load(cache_file)
+
+        checkpoint = torch.load(args.checkpoint)
+        model = checkpoint["model"]
+        model = model.to(device)
+
+        if os.path.exists(dataset_path):
+            samples, longest = torch.load(dataset_path, weights_only=False)
+        else:
+            samples, longest = build()
+            torch.save((samples, longest), dataset_path)
+    """
+    assert lint(tmp_path, {"resume.py": source}) == set()
+
+
+def test_weights_only_still_advised_for_someone_elses_file(tmp_path):
+    source = """
+        import torch
+
+        state = torch.load(downloaded, weights_only=False)
+        model.load_state_dict(state)
+        ckpt = torch.load(path)
+        net = ckpt["model"]
+        model.load_state_dict(net)
+    """
+    findings = run_one_source(tmp_path, textwrap.dedent(source))
+    assert [(f.code, f.line) for f in findings] == [("NN209", 4), ("NN209", 6)]
+
+
 def test_weights_only_still_advised_for_state_dicts(tmp_path):
     source = """
         import torch

@@ -22,6 +22,12 @@ _GRAD_OFF = (
     "torch.autograd.grad_mode.inference_mode",
 )
 
+_GRAD_ON = (
+    "torch.enable_grad",
+    "torch.autograd.enable_grad",
+    "torch.autograd.grad_mode.enable_grad",
+)
+
 _KNOWN_DECORATORS = (
     "builtins.",
     "functools.",
@@ -60,6 +66,44 @@ class GradMode:
                 if sites and all(self.grad_disabled(s, depth - 1) for s in sites):
                     return True
             current = self.ctx.parent(current)
+        return False
+
+    def grad_off_locally(self, node: cst.CSTNode) -> bool:
+        """Whether the innermost grad-mode switch around `node` in its own function turns grad off.
+
+        Unlike `grad_disabled` this stops at the function (callers are not asked) and
+        honours `torch.enable_grad()` nested inside `no_grad`, so a yes is certain.
+        """
+        current = self.ctx.parent(node)
+        while current is not None and not isinstance(current, cst.ClassDef | cst.Lambda):
+            if isinstance(current, cst.With):
+                items = [item.item for item in current.items]
+            elif isinstance(current, cst.FunctionDef):
+                items = [d.decorator for d in current.decorators]
+            else:
+                items = []
+            if any(self._enables_grad(item) for item in items):
+                return False
+            if any(self._disables_grad(item) for item in items):
+                return True
+            if isinstance(current, cst.FunctionDef):
+                return False
+            current = self.ctx.parent(current)
+        return False
+
+    def _enables_grad(self, expr: cst.BaseExpression) -> bool:
+        """Whether `expr` may turn grad on: `enable_grad()`, or a switch whose flag is not off."""
+        func = expr.func if isinstance(expr, cst.Call) else expr
+        names = self.ctx.qualified_name_strings(func)
+        if any(q in _GRAD_ON for q in names):
+            return True
+        if not isinstance(expr, cst.Call) or not expr.args:
+            return False
+        first = expr.args[0].value
+        if any(q.endswith("set_grad_enabled") for q in names):
+            return not (isinstance(first, cst.Name) and first.value == "False")
+        if any(q.endswith("inference_mode") for q in names):
+            return not (isinstance(first, cst.Name) and first.value == "True")
         return False
 
     def callers(self, fn: cst.FunctionDef) -> list[cst.Call]:

@@ -26,6 +26,7 @@ from nnlint.script.values import Values, values
 
 BACKWARD, STEP, ZERO_GRAD = "backward", "step", "zero_grad"
 GRAD_WRITE, CLIP, UNSCALE, EVAL, TRAIN = "grad_write", "clip", "unscale", "eval", "train"
+SCHEDULER_STEP = "scheduler_step"
 _CLIPS = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grad_value")
 
 
@@ -99,6 +100,17 @@ class LoopAnalysis:
         last = self.code(expr).rsplit(".", 1)[-1].lower()
         return "opt" in last and "sched" not in last
 
+    def is_lr_scheduler(self, expr: cst.BaseExpression, call: cst.Call) -> bool:
+        """A learning-rate scheduler: `torch.optim.lr_scheduler.*`, or named so and stepped bare.
+
+        By name only `scheduler`/`lr_scheduler` stepped without arguments: a diffusion
+        noise scheduler (`scheduler.step(noise_pred, t, x)`) is not one.
+        """
+        if "scheduler" in self.values.tags(expr):
+            return True
+        last = self.code(expr).rsplit(".", 1)[-1].lower()
+        return not call.args and last in ("scheduler", "lr_scheduler", "lr_sched", "sched")
+
     def is_scaler(self, expr: cst.BaseExpression) -> bool:
         return (
             "scaler" in self.values.tags(expr)
@@ -132,6 +144,8 @@ class LoopAnalysis:
                 return Event(STEP, call, self.code(call.args[0].value))
             if self.is_optimizer(receiver):
                 return Event(STEP, call, self.code(receiver), closure=bool(call.args))
+            if self.is_lr_scheduler(receiver, call):
+                return Event(SCHEDULER_STEP, call, self.code(receiver))
         if attr == "zero_grad":
             target = self.code(receiver) if self.is_optimizer(receiver) else None
             return Event(ZERO_GRAD, call, target)

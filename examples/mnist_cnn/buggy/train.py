@@ -5,6 +5,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, TensorDataset
 
 from model import Net
@@ -63,6 +64,41 @@ def main():
     first_image = val_loader.dataset[0][0].unsqueeze(0)
     print("first validation image:", model.forward(first_image).argmax(1).item())
     print(f"train loss {running_loss.item() / STEPS:.3f}  val acc {accuracy:.2f}  ovr bce {ovr_bce:.3f}")
+
+
+class ProbeHead(nn.Module):
+    """A linear probe trained on frozen features after the main run."""
+
+    def __init__(self, width, classes):
+        super().__init__()
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = F.dropout(x, 0.1)
+        return self.fc(nn.Dropout(0.1)(x))
+
+
+def train_probe(backbone, features, labels, accum_steps=4):
+    """Fit a probe on `features` with the backbone frozen (not run by `main`)."""
+    for p in backbone.parameters():
+        p.require_grad = False
+    head = DistributedDataParallel(ProbeHead(features.shape[1], NUM_CLASSES))
+    probe_train_loader = DataLoader(TensorDataset(features, labels), batch_size=BATCH_SIZE)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 10)
+    for _ in range(3):
+        scheduler.step()
+        for i, (x, y) in enumerate(probe_train_loader):
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = F.cross_entropy(head(x), y)
+            loss.backward()
+            if (i + 1) % accum_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    with torch.no_grad():
+        check = F.cross_entropy(head(features), labels)
+        check.backward()
+    return head
 
 
 if __name__ == "__main__":

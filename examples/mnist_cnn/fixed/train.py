@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from model import Net
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 STEPS = 10
 BATCH_SIZE = 32
@@ -64,6 +65,48 @@ def main() -> None:
     first_image = val_loader.dataset[0][0].unsqueeze(0)
     print("first validation image:", model(first_image).argmax(1).item())
     print(f"train loss {running_loss / STEPS:.3f}  val acc {accuracy:.2f}  ovr bce {ovr_bce:.3f}")
+
+
+class ProbeHead(nn.Module):
+    """A linear probe trained on frozen features after the main run."""
+
+    def __init__(self, width: int, classes: int) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x, 0.1, training=self.training)
+        return self.fc(self.drop(x))
+
+
+def train_probe(
+    backbone: nn.Module, features: torch.Tensor, labels: torch.Tensor, accum_steps: int = 4
+) -> nn.Module:
+    """Fit a probe on `features` with the backbone frozen (not run by `main`)."""
+    for p in backbone.parameters():
+        p.requires_grad = False
+    head = DistributedDataParallel(ProbeHead(features.shape[1], NUM_CLASSES))
+    dataset = TensorDataset(features, labels)
+    probe_train_loader = DataLoader(
+        dataset, batch_size=BATCH_SIZE, sampler=DistributedSampler(dataset)
+    )
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 10)
+    scaler = torch.amp.GradScaler("cuda")
+    for _ in range(3):
+        for i, (x, y) in enumerate(probe_train_loader):
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = F.cross_entropy(head(x), y) / accum_steps
+            scaler.scale(loss).backward()
+            if (i + 1) % accum_steps == 0:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+        scheduler.step()
+    check = F.cross_entropy(head(features), labels)
+    check.backward()
+    return head
 
 
 if __name__ == "__main__":
