@@ -6,6 +6,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script.gradmode import only_in_training
 from nnlint.script.values import values
 
 _DROPOUTS = tuple(
@@ -92,16 +93,6 @@ class Net(nn.Module):
                     isinstance(node, cst.Call)
                     and isinstance(node.func, cst.Name | cst.Attribute)
                     and ctx.qualified_name_strings(node.func) & set(_DROPOUTS)
-                    and not _only_in_training(tracker, node, fn)
+                    and not only_in_training(tracker, node, fn)
                 ):
                     yield ctx.report(self, node, call=tracker.code(node))
-
-
-def _only_in_training(tracker, node: cst.CSTNode, fn: cst.FunctionDef) -> bool:
-    """Whether `node` sits under an `if`/ternary that tests `self.training`."""
-    current = tracker.ctx.parent(node)
-    while current is not None and current is not fn:
-        if isinstance(current, cst.If | cst.IfExp) and "training" in tracker.code(current.test):
-            return True
-        current = tracker.ctx.parent(current)
-    return False

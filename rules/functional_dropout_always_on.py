@@ -7,6 +7,7 @@ import libcst.matchers as m
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script.gradmode import only_in_training
 from nnlint.script.values import values
 
 _DROPOUTS = tuple(
@@ -87,20 +88,10 @@ class Net(torch.nn.Module):
                     ctx.qualified_name_strings(node.func) & set(_DROPOUTS)
                 ):
                     continue
-                if any(a.star for a in node.args) or _only_in_training(tracker, node, fn):
+                if any(a.star for a in node.args) or only_in_training(tracker, node, fn):
                     continue
                 training = [a.value for a in node.args if m.matches(a.keyword, m.Name("training"))]
                 positional = [a.value for a in node.args if a.keyword is None]
                 training += positional[2:3]
                 if not training or m.matches(training[0], m.Name("True")):
                     yield ctx.report(self, node, call=tracker.code(node.func))
-
-
-def _only_in_training(tracker, node: cst.CSTNode, fn: cst.FunctionDef) -> bool:
-    """Whether `node` sits under an `if`/ternary that tests `self.training`."""
-    current = tracker.ctx.parent(node)
-    while current is not None and current is not fn:
-        if isinstance(current, cst.If | cst.IfExp) and "training" in tracker.code(current.test):
-            return True
-        current = tracker.ctx.parent(current)
-    return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -80,40 +79,43 @@ def test_selection_semantics():
     assert {r.code for r in REGISTRY.select(["ALL"])} == {r.code for r in REGISTRY.rules}
 
 
-def test_third_party_plugin_through_entry_point(tmp_path):
-    (tmp_path / "myplugin.py").write_text(
-        textwrap.dedent(
-            '''
-            from nnlint import ScriptRule
+PLUGIN = '''
+from nnlint import ScriptRule
 
-            class NoPrint(ScriptRule):
-                """Flags print.
+class NoPrint(ScriptRule):
+    """Flags print.
 
-                ## What it does
-                x
-                ## Why is this bad?
-                x
-                ## Example
-                x
-                ## Use instead
-                x
-                """
-                code = "NN299"
-                name = "no-print"
-                message = "print found; use logging"
-                needs = ("print",)
+    ## What it does
+    x
+    ## Why is this bad?
+    x
+    ## Example
+    x
+    ## Use instead
+    x
+    """
+    code = "{code}"
+    name = "{name}"
+    message = "print found; use logging"
+    needs = ("print",)
 
-                def check(self, ctx):
-                    import libcst as cst
-                    for node in ctx.module.body:
-                        yield ctx.report(self, node)
-            '''
-        )
-    )
-    dist = tmp_path / "myplugin-1.0.dist-info"
+    def check(self, ctx):
+        for node in ctx.module.body:
+            yield ctx.report(self, node)
+'''
+
+
+def install_plugin(folder, module: str, code: str, name: str) -> None:
+    """A plugin module and the dist-info that declares its entry point, importable from `folder`."""
+    (folder / f"{module}.py").write_text(PLUGIN.format(code=code, name=name))
+    dist = folder / f"{module}-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[nnlint.rules]\nno-print = myplugin:NoPrint\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[nnlint.rules]\n{name} = {module}:NoPrint\n")
+
+
+def test_third_party_plugin_through_entry_point(tmp_path):
+    install_plugin(tmp_path, "myplugin", "NN299", "no-print")
     (tmp_path / "t.py").write_text("print(1)\n")
     code = (
         f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
@@ -126,38 +128,7 @@ def test_third_party_plugin_through_entry_point(tmp_path):
 
 
 def test_plugin_rules_may_use_their_own_code_prefix(tmp_path):
-    (tmp_path / "xxplugin.py").write_text(
-        textwrap.dedent(
-            '''
-            from nnlint import ScriptRule
-
-            class NoPrint(ScriptRule):
-                """Flags print.
-
-                ## What it does
-                x
-                ## Why is this bad?
-                x
-                ## Example
-                x
-                ## Use instead
-                x
-                """
-                code = "XX001"
-                name = "xx-no-print"
-                message = "print found; use logging"
-                needs = ("print",)
-
-                def check(self, ctx):
-                    for node in ctx.module.body:
-                        yield ctx.report(self, node)
-            '''
-        )
-    )
-    dist = tmp_path / "xxplugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: xxplugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[nnlint.rules]\nxx = xxplugin:NoPrint\n")
+    install_plugin(tmp_path, "xxplugin", "XX001", "xx-no-print")
     (tmp_path / "t.py").write_text("print(1)\nprint(2)  # noqa: XX001\nprint(3)  # noqa: XX0\n")
     code = (
         f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"

@@ -181,3 +181,13 @@ class GradMode:
             if not names or not all(q.startswith(_KNOWN_DECORATORS) for q in names):
                 return True
         return False
+
+
+def only_in_training(tracker, node: cst.CSTNode, fn: cst.FunctionDef) -> bool:
+    """Whether `node` sits, inside `fn`, under an `if`/ternary that tests `self.training`."""
+    current = tracker.ctx.parent(node)
+    while current is not None and current is not fn:
+        if isinstance(current, cst.If | cst.IfExp) and "training" in tracker.code(current.test):
+            return True
+        current = tracker.ctx.parent(current)
+    return False
