@@ -26,6 +26,7 @@ from nnlint.cli_modes import (
     show,
     styles,
     take_stdin,
+    write_extras,
     write_output,
 )
 from nnlint.core.config import (
@@ -38,7 +39,7 @@ from nnlint.core.config import (
 )
 from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
-from nnlint.report import FORMATS, format_stats, render, setup_line
+from nnlint.report import FORMATS, render, setup_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,6 +262,11 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
         "output",
         ("--stats",),
         {"action": "store_true", "help": "print per-layer statistics after one training step"},
+    ),
+    (
+        "output",
+        ("--timings",),
+        {"action": "store_true", "help": "list each phase's and check's time, slowest first"},
     ),
     (
         "output",
@@ -516,19 +522,7 @@ def _run(argv: Sequence[str]) -> int:
         write_output(text, args.output_file)
     if settings.debug and not full:
         print_tracebacks(result)
-    if args.stats:
-        documents = args.format not in ("text", "full", "concise") and not args.output_file
-        table = format_stats(result.stats, color=color)
-        # stdout holds one whole document in the machine formats: the table goes to stderr
-        print(table, end="", file=sys.stderr) if documents else write_output(table, None)
-    if args.report is not None:
-        from nnlint.htmlreport import render_report
-
-        try:
-            page = render_report(result, registry, result.stats)
-            Path(args.report).write_text(page, encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--report {args.report}: {exc.strerror or exc}") from None
+    write_extras(args, result, registry, color)
     if any(f.code == "NN001" for f in result.findings):
         return EXIT_ERROR
     if args.exit_zero:

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from nnlint.core.config import Settings
 from nnlint.core.errors import UsageError
@@ -162,3 +163,29 @@ def print_tracebacks(result) -> None:
     for f in result.findings:
         if f.code == "NN001" and f.note:
             print(f"{f.location()}: {f.code} {f.message}\n{f.note}", file=sys.stderr)
+
+
+def write_extras(args: argparse.Namespace, result: Any, registry: Any, color: bool) -> None:
+    """`--stats`, `--timings` and `--report`, after the findings.
+
+    stdout holds one whole document in the machine formats, so there the
+    tables go to stderr.
+    """
+    from nnlint.report import format_stats, format_timings
+
+    documents = args.format not in ("text", "full", "concise") and not args.output_file
+    tables = []
+    if args.stats:
+        tables.append(format_stats(result.stats, color=color))
+    if args.timings:
+        tables.append(format_timings(result.timings))
+    for table in tables:
+        print(table, end="", file=sys.stderr) if documents else write_output(table, None)
+    if args.report is not None:
+        from nnlint.htmlreport import render_report
+
+        try:
+            page = render_report(result, registry, result.stats)
+            Path(args.report).write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--report {args.report}: {exc.strerror or exc}") from None

@@ -350,3 +350,13 @@ def format_stats(stats: dict | None, color: bool = False, width: int = 120) -> s
     console.print(table)
     console.print("upd/W: |update| / |weight| of the step; about 1e-3 is healthy.")
     return buffer.getvalue()
+
+
+def format_timings(timings: dict[str, float], most: int = 20) -> str:
+    """`--timings`: the slowest phases and checks, as pytest's `--durations`."""
+    if not timings:
+        return "no timings recorded\n"
+    ranked = sorted(timings.items(), key=lambda kv: -kv[1])
+    lines = [f"slowest {min(most, len(ranked))} of {len(ranked)} timings:"]
+    lines += [f"{seconds:8.2f}s  {name}" for name, seconds in ranked[:most]]
+    return "\n".join(lines) + "\n"

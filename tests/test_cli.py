@@ -241,3 +241,15 @@ def test_no_traceback_on_internal_failure(cli, write, monkeypatch):
         "nnlint: internal error: RuntimeError: boom (run with --debug for the traceback)"
     )
     assert "Traceback" in cli("--debug", "train.py").err
+
+
+def test_timings_lists_each_phase_slowest_first(cli, write):
+    write("train.py", "import torch\nx = torch.zeros(2)\n")
+    run = cli("--timings", "train.py")
+    assert run.code == 0
+    lines = run.out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("slowest")))
+    assert any(line.endswith("s  script") for line in lines[start + 1 :])
+    document = cli("--timings", "--format", "json", "train.py")
+    json.loads(document.out)  # stdout stays one document
+    assert "script" in document.err
