@@ -120,7 +120,13 @@ def test_a_fix_that_would_not_compile_is_refused():
     assert [f.fix for f in used] == [good]
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))
+# tabular_regression's bugs are all found by the model phases, none by a script rule.
+SCRIPT_BUGS = sorted(
+    p.name for p in EXAMPLES.iterdir() if p.is_dir() and p.name != "tabular_regression"
+)
+
+
+@pytest.mark.parametrize("example", SCRIPT_BUGS)
 def test_fix_on_each_buggy_example(cli, tmp_path, example):
     folder = tmp_path / example
     shutil.copytree(EXAMPLES / example / "buggy", folder, ignore=shutil.ignore_patterns(".*"))
