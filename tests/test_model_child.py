@@ -117,7 +117,7 @@ def check_clean_end(proc, report, changes, left) -> list[str]:
     ("where", "code", "needle"),
     [
         ("forward", "import os\nos._exit(7)", "exit status 7) while running the model's forward"),
-        ("top", "import os\nos._exit(7)", "exit status 7) while importing and building the model"),
+        ("top", "import os\nos._exit(7)", "exit status 7) while importing the model"),
         ("forward", "import ctypes\nctypes.string_at(0)", "SIGSEGV while running the model's"),
     ],
     ids=["exit-in-forward", "exit-at-import", "segfault-in-forward"],
@@ -206,7 +206,7 @@ def _changed(tmp_path: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("model", "needle"),
     [
-        (model_source(top="while True:\n    pass"), "importing and building the model"),
+        (model_source(top="while True:\n    pass"), "importing the model"),
         (model_source(forward="import time\ntime.sleep(10**6)"), "running the model's forward"),
     ],
     ids=["import-loops", "forward-sleeps"],
