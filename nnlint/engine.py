@@ -200,9 +200,15 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     )
     codes = [r.code for r in selected]
     protection, detail = about.get("protection"), about.get("protection_detail")
-    result = Result(
-        findings, checked, codes, timings, settings.root, protection, detail, about.get("setup")
+    return Result(
+        findings,
+        checked,
+        codes,
+        timings,
+        settings.root,
+        protection,
+        detail,
+        sources=texts,
+        setup=about.get("setup"),
+        stats=about.get("stats"),
     )
-    result.stats = about.get("stats")
-    result.sources = texts
-    return result

@@ -64,13 +64,13 @@ def collect_files(
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)
+        if path.is_symlink() and not path.exists():  # before resolve(), which fails on a loop
+            raise UsageError(f"{raw}: a symbolic link to nothing, or a loop of links")
         if force_exclude and _forced_out(path, root, skipped):
             continue
         if path.resolve() in in_memory:
             found[path] = None
             continue
-        if path.is_symlink() and not path.exists():
-            raise UsageError(f"{raw}: a symbolic link to nothing, or a loop of links")
         if not path.exists():
             raise UsageError(f"{raw}: no such file or directory")
         if not path.is_dir():
