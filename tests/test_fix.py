@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,14 +161,26 @@ class Net(nn.Module):
 """
 
 
-def test_graph_fix_edits_the_model_source_only_when_it_is_linted(cli, write):
+def test_graph_fix_edits_the_model_source_only_when_it_is_linted(write, tmp_path):
+    # In its own process: the model phases fork a contained child, which is
+    # cleanest from a process that has not run other tests' models.
+    def nnlint(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "nnlint", "--isolated", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
     model = write("net.py", MODEL)
     write("train.py", "import torch\n")
     flags = ("--no-cache", "--no-dynamic", "--input-shape", "3,8,8", "--model", "net.py:Net")
-    found = json.loads(cli(*flags, "--format", "json", "train.py").out)["findings"]
-    assert [f["fix"] for f in found if f["code"] == "NN101"] == [None]  # net.py is not linted
-    cli(*flags, "--fix", "--unsafe-fixes", "train.py")
+    run = nnlint(*flags, "--format", "json", "train.py")
+    found = json.loads(run.stdout)["findings"]
+    assert [f["fix"] for f in found if f["code"] == "NN101"] == [None], run.stderr
+    nnlint(*flags, "--fix", "--unsafe-fixes", "train.py")
     assert model.read_text() == MODEL
-    run = cli(*flags, "--fix", "--unsafe-fixes", "net.py")
+    run = nnlint(*flags, "--fix", "--unsafe-fixes", "net.py")
     assert "self.conv = nn.Conv2d(3, 8, 3, bias=False)" in model.read_text()
-    assert "NN101" not in run.out
+    assert "NN101" not in run.stdout
