@@ -181,7 +181,8 @@ for x, y in loader:
                     what = "a parameter updated by hand from its `.grad`"
                     fix = "set `p.grad = None` (or `p.grad.zero_()`) after each update"
                 else:
-                    what = f"`{step.target}.step()`"
+                    call = analysis.values.code(step.node)
+                    what = f"`{call}`" if len(call) <= 40 else f"`{step.target}.step()`"
                     fix = f"call `{step.target}.zero_grad()` each iteration"
                 autofix = None if step.manual else _clear_first(ctx, analysis, loop.node, step)
                 yield ctx.report(

@@ -755,3 +755,35 @@ def test_frozen_in_eval_mode_for_training_then_validated(tmp_path):
             validate(model, val_loader)
     """
     assert lint(tmp_path, {"main.py": source}) == set()
+
+
+AMP_AND_ONE_LINERS = """
+    import torch
+    import torch.nn.functional as F
+
+
+    def train_amp(model, loader, opt):
+        scaler = torch.cuda.amp.GradScaler()
+        for x, y in loader:
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+
+    def train_one_liners(model, loader, opt):
+        for x, y in loader:
+            model.train()
+            loss = F.cross_entropy(model(x), y); loss.backward(); opt.step()
+"""
+
+
+def test_amp_step_and_statements_on_one_line_are_steps(tmp_path):
+    findings = run_one_source(tmp_path, textwrap.dedent(AMP_AND_ONE_LINERS))
+    assert [(f.code, f.line) for f in findings] == [("NN201", 12), ("NN201", 19)]
+    assert findings[0].message.startswith("`scaler.step(opt)` in a loop")
+    cleared = AMP_AND_ONE_LINERS.replace(
+        "scaler.step(opt)", "scaler.step(opt); opt.zero_grad()"
+    ).replace("model.train()\n", "model.train(); opt.zero_grad()\n")
+    assert run_one_source(tmp_path, textwrap.dedent(cleared)) == []
