@@ -467,6 +467,10 @@ def _explain(target: str) -> str:
 
 def _run(argv: Sequence[str]) -> int:
     argv = list(argv)
+    if argv[:1] == ["server"]:
+        from nnlint.lsp import serve
+
+        return serve(argv[1:])
     if len(argv) >= 1 and argv[0] == "rule":
         if len(argv) != 2:
             raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")
