@@ -184,6 +184,11 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ),
     (
         "file selection",
+        ("--extend-include",),
+        {"type": "csv", "action": "append", "metavar": "GLOBS", "help": "more files to lint"},
+    ),
+    (
+        "file selection",
         ("--force-exclude",),
         {"action": "store_true", "help": "apply exclusions to paths given explicitly too"},
     ),
@@ -373,6 +378,7 @@ def _apply_selection(settings: Settings, args: argparse.Namespace) -> None:
     settings.ignore += _flatten(args.ignore) or []
     settings.exclude += _flatten(args.exclude) or []
     settings.extend_exclude += _flatten(args.extend_exclude) or []
+    settings.extend_include += _flatten(args.extend_include) or []
     settings.force_exclude = settings.force_exclude or args.force_exclude
     settings.respect_gitignore = settings.respect_gitignore and not args.no_respect_gitignore
     for pattern, codes in _per_file(args.per_file_ignores or []).items():
