@@ -317,7 +317,8 @@ _PLAIN += ("capture_timeout", "jobs")
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nnlint",
-        description="Lint PyTorch training scripts and models. `nnlint rule CODE` explains a rule.",
+        description="Lint PyTorch training scripts and models. `nnlint rule CODE` explains "
+        "a rule; `nnlint server` is a language server for editors.",
     )
     parser.add_argument(
         "paths",

@@ -101,6 +101,7 @@ def build_server() -> Any:
     server = LanguageServer("nnlint", __version__)
     registry = load_registry()
     state: dict[str, Linted] = {}
+    told: set[str] = set()  # config errors already shown, not again on every keystroke
     severities = {
         Severity.ERROR: types.DiagnosticSeverity.Error,
         Severity.WARNING: types.DiagnosticSeverity.Warning,
@@ -114,12 +115,15 @@ def build_server() -> Any:
         return None
 
     def document_path(doc: Any) -> Path | None:
-        if doc.language_id not in (None, "python") and not doc.path.endswith(SUFFIXES):
-            return None
+        """Where the document's config is looked for; None for what is not served."""
+        if doc.uri.startswith("vscode-notebook-cell:"):
+            return None  # a notebook's cells: `nnlint` lints the notebook as a whole
         path = Path(doc.path)
-        if not path.is_absolute():  # an unsaved, untitled buffer
+        if path.suffix not in SUFFIXES and doc.language_id != "python":
+            return None
+        if not path.is_absolute():  # an untitled buffer: the default settings
             path = Path.cwd() / (path.name or "untitled.py")
-        return path if path.suffix in SUFFIXES or doc.language_id == "python" else None
+        return path
 
     def span(doc: Any, line: int, column: int, end_line: int, end_column: int) -> Any:
         start = ServerTextPosition(line - 1, max(column - 1, 0))
@@ -154,9 +158,13 @@ def build_server() -> Any:
             try:
                 findings = lint_text(path, doc.source, registry, folder_of(path))
             except UsageError as exc:
-                server.window_show_message(
-                    types.ShowMessageParams(type=types.MessageType.Error, message=f"nnlint: {exc}")
-                )
+                if str(exc) not in told:
+                    told.add(str(exc))
+                    server.window_show_message(
+                        types.ShowMessageParams(
+                            type=types.MessageType.Error, message=f"nnlint: {exc}"
+                        )
+                    )
         state[doc.uri] = Linted(doc.version, [f for f in findings if f.cell is None])
         return state[doc.uri]
 
