@@ -184,6 +184,11 @@ FLAGS: tuple[tuple[str, tuple[str, ...], dict], ...] = (
     ),
     (
         "file selection",
+        ("--extend-include",),
+        {"type": "csv", "action": "append", "metavar": "GLOBS", "help": "more files to lint"},
+    ),
+    (
+        "file selection",
         ("--force-exclude",),
         {"action": "store_true", "help": "apply exclusions to paths given explicitly too"},
     ),
@@ -312,7 +317,8 @@ _PLAIN += ("capture_timeout", "jobs")
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nnlint",
-        description="Lint PyTorch training scripts and models. `nnlint rule CODE` explains a rule.",
+        description="Lint PyTorch training scripts and models. `nnlint rule CODE` explains "
+        "a rule; `nnlint server` is a language server for editors.",
     )
     parser.add_argument(
         "paths",
@@ -373,6 +379,7 @@ def _apply_selection(settings: Settings, args: argparse.Namespace) -> None:
     settings.ignore += _flatten(args.ignore) or []
     settings.exclude += _flatten(args.exclude) or []
     settings.extend_exclude += _flatten(args.extend_exclude) or []
+    settings.extend_include += _flatten(args.extend_include) or []
     settings.force_exclude = settings.force_exclude or args.force_exclude
     settings.respect_gitignore = settings.respect_gitignore and not args.no_respect_gitignore
     for pattern, codes in _per_file(args.per_file_ignores or []).items():
@@ -467,6 +474,10 @@ def _explain(target: str) -> str:
 
 def _run(argv: Sequence[str]) -> int:
     argv = list(argv)
+    if argv[:1] == ["server"]:
+        from nnlint.lsp import serve
+
+        return serve(argv[1:])
     if len(argv) >= 1 and argv[0] == "rule":
         if len(argv) != 2:
             raise UsageError("usage: nnlint rule CODE|NAME|PREFIX|--all")

@@ -8,9 +8,11 @@ change something; `--fix-only` and the adoption modes exit 0).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from nnlint.core.errors import UsageError
 from nnlint.core.finding import Severity
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+Progress = Callable[[str | None], None]
 
 
 def styles(args: argparse.Namespace) -> tuple[bool, bool]:
@@ -129,7 +132,8 @@ def fix_only(args: argparse.Namespace, settings: Settings, registry) -> int:
     applies the fixes and exits 0, reporting nothing of what is left (as ruff)."""
     from nnlint import fixing
 
-    outcome = fixing.fix(settings, registry, args.unsafe_fixes)
+    with status_line(args, settings) as progress:
+        outcome = fixing.fix(settings, registry, args.unsafe_fixes, progress)
     if any(f.code == "NN001" for f in outcome.result.findings):
         return EXIT_ERROR
     n = outcome.count
@@ -145,15 +149,67 @@ def fix_only(args: argparse.Namespace, settings: Settings, registry) -> int:
     return EXIT_CLEAN
 
 
+@contextlib.contextmanager
+def status_line(args: argparse.Namespace, settings: Settings) -> Iterator[Progress | None]:
+    """A spinner on stderr naming what the model phases wait on (importing torch and
+    the model, running the training script), gone when the wait is over.
+
+    Only on a terminal and for the text formats, never with `-q`, nor with
+    `--verbose`, where the model's own output goes to stderr and would be torn
+    by it. The dynamic checks show their own progress bar instead.
+    """
+    wanted = (
+        settings.model
+        and not settings.static_only
+        and not args.quiet
+        and not settings.verbose
+        and args.format in ("text", "full", "concise")
+        and sys.stderr.isatty()
+    )
+    if not wanted:
+        yield None
+        return
+    from rich.console import Console
+    from rich.live import Live
+    from rich.spinner import Spinner
+
+    spinner = Spinner("dots", style="cyan")
+    live = Live(
+        spinner,
+        console=Console(stderr=True),
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+        refresh_per_second=12.5,
+    )
+
+    def show(text: str | None) -> None:
+        if text is None:
+            live.stop()
+            return
+        spinner.update(text=f"nnlint: {text}…")
+        if live.is_started:
+            live.refresh()
+        else:
+            live.start(refresh=True)
+
+    try:
+        yield show
+    finally:
+        live.stop()
+
+
 def lint(args: argparse.Namespace, settings: Settings, registry) -> tuple:
     """The result to report and how many findings `--fix` fixed (writing the files)."""
     if not args.fix:
         from nnlint.engine import run
 
-        return run(settings, registry), 0
+        with status_line(args, settings) as progress:
+            return run(settings, registry, progress), 0
     from nnlint import fixing
 
-    outcome = fixing.fix(settings, registry, args.unsafe_fixes)
+    with status_line(args, settings) as progress:
+        outcome = fixing.fix(settings, registry, args.unsafe_fixes, progress)
     deliver(outcome, settings)
     return outcome.result, outcome.count
 

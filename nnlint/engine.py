@@ -9,7 +9,7 @@ import dataclasses
 import fnmatch
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,11 +145,20 @@ def select_files(settings: Settings) -> list[Path]:
         settings.sources,
         gitignore=GitIgnore(settings.root) if settings.respect_gitignore else None,
         force_exclude=settings.force_exclude,
+        include=settings.extend_include,
     )
 
 
-def run(settings: Settings, registry: Registry | None = None) -> Result:
-    """Lint what `settings` names. Raises UsageError when nnlint cannot start."""
+def run(
+    settings: Settings,
+    registry: Registry | None = None,
+    progress: Callable[[str | None], None] | None = None,
+) -> Result:
+    """Lint what `settings` names. Raises UsageError when nnlint cannot start.
+
+    `progress(text)` hears what the model phases wait on (importing torch, the
+    model, the training script's run), `progress(None)` when nothing is to be shown.
+    """
     registry = registry or load_registry()
     selected = registry.select(settings.select, settings.ignore, settings.extend_select)
     for selectors in settings.per_file_ignores.values():
@@ -169,11 +178,17 @@ def run(settings: Settings, registry: Registry | None = None) -> Result:
     timings["script"] = time.perf_counter() - start
 
     if settings.model and not settings.static_only:
+        if progress is not None:
+            progress("importing torch")
         from nnlint.pipeline import run_model_phases, user_output
 
-        with user_output(settings.verbose):
-            found = run_model_phases(settings, rules, timings, about=about)
-            findings.extend(model_findings_to_cells(found, settings.root))
+        try:
+            with user_output(settings.verbose):
+                found = run_model_phases(settings, rules, timings, about=about, progress=progress)
+                findings.extend(model_findings_to_cells(found, settings.root))
+        finally:
+            if progress is not None:
+                progress(None)
 
     texts = {display_path(p, settings.root): text for p, text in settings.sources.items()}
     suppressor = Suppressor(settings.root, texts)

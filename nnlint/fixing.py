@@ -18,7 +18,7 @@ import difflib
 import io
 import tokenize
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,12 +99,18 @@ def _carried(old: Iterable[Finding], fresh: Sequence[Finding], used: list) -> li
     return kept
 
 
-def fix(settings: Settings, registry: Registry, unsafe: bool = False) -> FixOutcome:
+def fix(
+    settings: Settings,
+    registry: Registry,
+    unsafe: bool = False,
+    progress: Callable[[str | None], None] | None = None,
+) -> FixOutcome:
     """Lint, then fix and lint the changed files again until nothing more applies.
 
     Nothing is written: the new texts are in the outcome (`write` puts them on disk).
+    `progress` is `engine.run`'s, for the first round (the only one with the model phases).
     """
-    result = run(settings, registry)
+    result = run(settings, registry, progress)
     linted = {(settings.root / p).resolve() for p in result.files}
     outcome = FixOutcome(result)
     findings = list(result.findings)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnlint.capture.isolated import run_isolated
+from nnlint.capture.isolated import Progress, run_isolated
 from nnlint.capture.parent import CHECKS_LIMIT, learn_from_script
 from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import CheckSkipped, NoInputs, one_line
@@ -78,6 +78,7 @@ def run_model_phases(
     timings: dict[str, float],
     caller: CallerObjects | None = None,
     about: dict[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> list[Finding]:
     """The graph and dynamic findings for the `--model` (or the model `nnlint.check` was handed).
 
@@ -86,13 +87,15 @@ def run_model_phases(
     caller's process and is checked there, with writes outside a temporary
     directory refused. `about` receives how the code was contained
     (`protection`, `protection_detail`) and the training setup the dynamic
-    checks used (`setup`: task and loss, and what chose them).
+    checks used (`setup`: task and loss, and what chose them). `progress`, called
+    in this process, hears of each stage of the contained child (it never prints
+    itself: the command line shows it).
     """
     caller = caller or CallerObjects()
     about = {} if about is None else about
     if caller.model is None and hasattr(os, "fork"):
         work = functools.partial(_contained, settings, rules)
-        return run_isolated(work, settings, model_dirs(settings), timings, about)
+        return run_isolated(work, settings, model_dirs(settings), timings, about, progress)
     cwd = os.getcwd()  # model code may chdir; nnlint's own paths are relative to it
     try:
         with tempfile.TemporaryDirectory(prefix="nnlint-") as sandbox, _guard(settings, sandbox):
@@ -210,7 +213,9 @@ def _run_phases(
                 bounds.located(display_path(Path(model_site.path), settings.root), model_site.line)
             wait = budget * WALL_FACTOR + 2 * CHECKS_LIMIT * WALL_FACTOR
             with bounds.stage("running the training script", None, wait):
-                script_run = learn_from_script(settings, rules, model_site, timings, sandbox)
+                script_run = learn_from_script(
+                    settings, rules, model_site, timings, sandbox, bounds.show
+                )
             if script_run is not None:
                 findings.extend(script_run.notes)
                 if script_run.protection is not None:
@@ -244,6 +249,7 @@ def _run_phases(
         timings["graph"] = time.perf_counter() - start
 
         with bounds.stage("running the dynamic checks", None, CHECKS_LIMIT * WALL_FACTOR):
+            bounds.show(None)  # they show their own progress bar
             found = _dynamic_here(model, batch, caller, rules, settings, model_site, timings, about)
         findings.extend(found)
     except Stopped as stop:

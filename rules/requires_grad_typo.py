@@ -6,6 +6,7 @@ import libcst as cst
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script import edits
 from nnlint.script.values import values
 
 _RIGHT = ("requires_grad", "requires_grad_")
@@ -41,6 +42,12 @@ class RequiresGradTypo(ScriptRule):
     head.requires_grad_(False)
     ```
 
+    ## Fix
+    Unsafe (the parameters then really freeze, which changes the training): a
+    misspelt name is spelt `requires_grad` (or `requires_grad_` for a call),
+    and an assignment to `requires_grad_` sets `requires_grad`. A module's
+    `requires_grad = False` has no fix.
+
     ## Known problems
     A misspelt name the file also reads back (an attribute of the
     project's own) is left alone.
@@ -69,6 +76,26 @@ import torch
 w = torch.zeros(3)
 w.requires_grad_ = True
 """,
+    )
+    fixes = (
+        (
+            """
+import torch
+model = torch.nn.Linear(4, 2)
+for p in model.parameters():
+    p.require_grad = False
+model.bias.requires_grad_ = True
+model.weight.requires_gard_(False)
+""",
+            """
+import torch
+model = torch.nn.Linear(4, 2)
+for p in model.parameters():
+    p.requires_grad = False
+model.bias.requires_grad = True
+model.weight.requires_grad_(False)
+""",
+        ),
     )
     valid = (
         """
@@ -119,6 +146,7 @@ print(cfg.require_grad)
                     attr,
                     problem="assigning to `requires_grad_` replaces the method and changes nothing",
                     fix="set `requires_grad` (no underscore), or call `requires_grad_(...)`",
+                    autofix=_respelt(ctx, attr, "requires_grad"),
                 )
             elif (
                 _typo(name) and name not in read and tracker.code(attr.value) not in ("self", "cls")
@@ -128,6 +156,7 @@ print(cfg.require_grad)
                     attr,
                     problem=f"`{name}` is not `requires_grad`: setting it freezes nothing",
                     fix="spell it `requires_grad`",
+                    autofix=_respelt(ctx, attr, "requires_grad"),
                 )
         for call in tracker.calls:
             func = call.func
@@ -137,6 +166,7 @@ print(cfg.require_grad)
                     func,
                     problem=f"`{func.attr.value}` is not a tensor method",
                     fix="spell it `requires_grad_`",
+                    autofix=_respelt(ctx, func, "requires_grad_"),
                 )
 
 
@@ -189,3 +219,8 @@ def _distance(a: str, b: str) -> int:
             row.append(cost)
         rows.append(row)
     return rows[-1][-1]
+
+
+def _respelt(ctx, attr: cst.Attribute, right: str):
+    """The fix that renames the attribute to `right` (unsafe: it changes what trains)."""
+    return edits.fix(f"Spell it `{right}`", edits.replace(ctx, attr.attr, right), safe=False)

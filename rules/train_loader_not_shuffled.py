@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import libcst as cst
 import libcst.matchers as m
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import Option, ScriptRule
+from nnlint.script import edits
 from nnlint.script.loaders import ITERABLE, loaders
 
 
@@ -37,6 +39,11 @@ class TrainLoaderNotShuffled(ScriptRule):
     test_loader = DataLoader(test_set, batch_size=256)
     ```
 
+    ## Fix
+    Unsafe (the batches then come in another order each run): `shuffle=True`
+    is added after the training loader's last argument. A call that passes
+    `*args` or `**kwargs` has no fix.
+
     ## Known problems
     The role of a loader is read from its names; a loader whose names say
     neither training nor evaluation is left alone, and so are files with
@@ -66,6 +73,26 @@ from torch.utils import data
 loaders = {"train": data.DataLoader(dataset, batch_size=64, drop_last=True)}
 """,
     )
+    fixes = (
+        (
+            """
+import torch
+from torch.utils.data import DataLoader
+train_loader = DataLoader(
+    train_set,
+    batch_size=64,
+)
+""",
+            """
+import torch
+from torch.utils.data import DataLoader
+train_loader = DataLoader(
+    train_set,
+    batch_size=64, shuffle=True,
+)
+""",
+        ),
+    )
     valid = (
         """
 import torch
@@ -90,6 +117,7 @@ test_loader = DataLoader(test_set, batch_size=256, shuffle=True)
                     problem="this training DataLoader never shuffles: every epoch sees the "
                     "batches in the same order",
                     fix="pass `shuffle=True` (or a sampler)",
+                    autofix=_shuffled(ctx, loader.call),
                 )
             elif (
                 self.settings["eval_shuffle"]
@@ -103,3 +131,11 @@ test_loader = DataLoader(test_set, batch_size=256, shuffle=True)
                     fix="evaluation needs no shuffling; drop `shuffle=True`",
                     severity=Severity.INFO,
                 )
+
+
+def _shuffled(ctx, call: cst.Call):
+    """`shuffle=True` after the last argument; none where `**kwargs` may already hold it."""
+    if not call.args or any(a.star for a in call.args):
+        return None
+    edit = edits.insert_after(ctx, call.args[-1].value, ", shuffle=True")
+    return edits.fix("Pass `shuffle=True`", edit, safe=False)

@@ -1,4 +1,4 @@
-"""Which files are linted: .gitignore, --force-exclude, extend-exclude, --show-files/-settings."""
+"""Which files are linted: .gitignore, --force-exclude, extend-exclude/-include, --show-files/-settings."""
 
 from __future__ import annotations
 
@@ -51,3 +51,15 @@ def test_show_settings_prints_the_merged_settings(cli, write):
     shown = json.loads(run.out)
     assert shown["ignore"] == ["NN210"] and shown["fail_level"] == "error"
     assert shown["extend_exclude"] == ["old"] and shown["config_path"].endswith("pyproject.toml")
+
+
+def test_extend_include_adds_files_to_walks(cli, write):
+    write("tools/train.pyw", BUGGY)
+    write("tools/notes.txt", "not python\n")
+    write("src/b.py", BUGGY)
+    assert cli("--show-files", "--isolated").out.split() == ["src/b.py"]
+    wider = cli("--show-files", "--isolated", "--extend-include", "*.pyw").out.split()
+    assert wider == ["src/b.py", "tools/train.pyw"]
+    write("pyproject.toml", '[tool.nnlint]\nextend-include = ["tools/*.pyw"]\n')
+    assert cli("--show-files").out.split() == ["src/b.py", "tools/train.pyw"]
+    assert "tools/train.pyw:8:5: NN201" in cli("--no-cache", "--format", "concise", ".").out

@@ -120,3 +120,59 @@ def test_debug_shows_tracebacks_in_every_format(tmp_path):
         assert "the plugin broke" in out + err, fmt
     out, err = _run([*args, "--format", "concise"], tmp_path, env=env)
     assert "NN001" in out and "Traceback" not in out + err
+
+
+NET = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+"""
+STATUS = "nnlint: importing the model"
+
+
+def _status_run(args, cwd, tty=True):
+    """(stdout, stderr) of nnlint with stderr on a pseudo-terminal (or a pipe) and stdout piped."""
+    command = [sys.executable, "-m", "nnlint", "--no-cache", *args]
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    if not tty:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+        return done.stdout, done.stderr
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = proc.stdout.read().decode()
+    proc.wait(timeout=600)
+    os.close(leader)
+    return out, b"".join(chunks).decode()
+
+
+def test_a_status_line_shows_the_model_import_on_a_terminal(tmp_path):
+    (tmp_path / "net.py").write_text(NET)
+    flags = ["--model", "net:Net", "--input-shape", "4", "--no-dynamic"]
+    out, err = _status_run(flags, tmp_path)
+    assert STATUS in err and "nnlint: importing torch" in err
+    assert out == "All checks passed!\n"  # stdout untouched
+    _, quiet = _status_run([*flags, "-q"], tmp_path)
+    assert "nnlint:" not in quiet
+    doc, machine = _status_run([*flags, "--format", "json"], tmp_path)
+    assert "nnlint:" not in machine and json.loads(doc)["findings"] == []
+    _, piped = _status_run(flags, tmp_path, tty=False)
+    assert "nnlint:" not in piped

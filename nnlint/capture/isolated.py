@@ -40,6 +40,9 @@ SLACK = 10.0  # wall seconds the parent allows past a stage's own bound
 
 # work(bounds, protection, sandbox, timings, about) -> findings; run in the child.
 Work = Callable[[Bounds, Protection, str, dict, dict], list[Finding]]
+# progress(text): the stage the user waits on; progress(None): nothing to show, because
+# the wait is over or the stage ahead shows its own progress bar. Called in this process.
+Progress = Callable[[str | None], None]
 
 
 def run_isolated(
@@ -48,10 +51,16 @@ def run_isolated(
     dirs: list[str],
     timings: dict[str, float],
     about: dict[str, Any],
+    progress: Progress | None = None,
 ) -> list[Finding]:
-    """The findings `work` returns in a contained child, or one NN007 saying why there are none."""
+    """The findings `work` returns in a contained child, or one NN007 saying why there are none.
+
+    `progress` hears of each stage the child starts.
+    """
     scratch = tempfile.mkdtemp(prefix="nnlint-run-")
     limit = memory_limit(settings)
+    tell = progress or _silent
+    tell(None)  # no thread of the caller's (a spinner's) may run across the fork
     sys.stdout.flush()
     sys.stderr.flush()
     read_fd, write_fd = os.pipe()
@@ -64,8 +73,9 @@ def run_isolated(
             os._exit(0)
     os.close(write_fd)
     outcome: Any = None
+    tell("containing the model code")
     try:
-        outcome = _parent(read_fd, settings, timings, about)
+        outcome = _parent(read_fd, settings, timings, about, tell)
     finally:
         os.close(read_fd)
         ended = isinstance(outcome, tuple) and outcome[0][1] == "ended"
@@ -143,7 +153,13 @@ def _picklable(exc: BaseException) -> BaseException:
     return exc
 
 
-def _parent(fd: int, settings: Any, timings: dict[str, float], about: dict[str, Any]) -> Any:
+def _silent(_text: str | None) -> None:
+    pass
+
+
+def _parent(
+    fd: int, settings: Any, timings: dict[str, float], about: dict[str, Any], tell: Progress
+) -> Any:
     """The child's findings, its exception, or (stage, site) where it stopped."""
     site = _model_file(settings)
     stage, cpu, wait = "starting", None, STARTUP
@@ -160,6 +176,9 @@ def _parent(fd: int, settings: Any, timings: dict[str, float], about: dict[str, 
             about["protection"], about["protection_detail"] = message[1], message[2]
         elif kind == "stage":
             _, stage, cpu, wait = message
+            tell(stage)
+        elif kind == "progress":
+            tell(message[1])
         elif kind == "site":
             site = message[1]
         elif kind == "stopped":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,13 @@ def learn_from_script(
     model_site: Site | None,
     timings: dict[str, float],
     sandbox: str | None = None,
+    show: Callable[[str | None], None] | None = None,
 ) -> ScriptRun | None:
     """Run the training script in a forked child; None when there is nothing to run.
 
     The child's scratch folder is made in `sandbox` (the temporary directory
-    the caller's guard allows), or in the temporary directory.
+    the caller's guard allows), or in the temporary directory. `show(None)`
+    is called when the child starts the dynamic checks, which show their own bar.
     """
     script = getattr(settings, "script", None)
     wanted = any(r.kind is Phase.DYNAMIC for r in rules)
@@ -87,7 +90,7 @@ def learn_from_script(
     os.close(write_fd)
     try:
         contained = receive(read_fd, 30.0)
-        run = _parent(read_fd, pid, settings, display)
+        run = _parent(read_fd, pid, settings, display, show)
     finally:
         os.close(read_fd)
         reap(pid)
@@ -98,7 +101,9 @@ def learn_from_script(
     return run
 
 
-def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
+def _parent(
+    fd: int, pid: int, settings: Any, display: str, show: Callable[[str | None], None] | None
+) -> ScriptRun:
     limit = float(settings.capture_timeout) * WALL_FACTOR + 5.0
     message = receive(fd, limit)
     if message is None:
@@ -109,6 +114,8 @@ def _parent(fd: int, pid: int, settings: Any, display: str) -> ScriptRun:
         _, reason, line, notes = message
         return ScriptRun([*notes, _not_used(display, line, reason)], reason=reason)
     _, batch, found = message
+    if show is not None:
+        show(None)
     done = receive(fd, CHECKS_LIMIT * WALL_FACTOR)
     if done is None or done[0] != "done":
         kill(pid)

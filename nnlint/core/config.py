@@ -37,6 +37,7 @@ class Settings:
     paths: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     extend_exclude: list[str] = field(default_factory=list)
+    extend_include: list[str] = field(default_factory=list)  # more files for walks to lint
     respect_gitignore: bool = True
     force_exclude: bool = False  # exclusions apply to paths named explicitly too
     select: list[str] | None = None
@@ -196,6 +197,7 @@ _KEYS = {
     "paths": ("paths", _strings),
     "exclude": ("exclude", _strings),
     "extend-exclude": ("extend_exclude", _strings),
+    "extend-include": ("extend_include", _strings),
     "respect-gitignore": ("respect_gitignore", _boolean),
     "force-exclude": ("force_exclude", _boolean),
     "select": ("select", _strings),

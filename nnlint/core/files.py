@@ -42,6 +42,7 @@ def collect_files(
     *,
     gitignore: GitIgnore | None = None,
     force_exclude: bool = False,
+    include: Iterable[str] = (),
 ) -> list[Path]:
     """Files to lint, in a stable order. A missing path is a UsageError, unless its
     text is `in_memory` (keyed by resolved path).
@@ -51,8 +52,11 @@ def collect_files(
     every changed file): then a path is skipped when it, or a folder above it
     under `root`, is excluded or git-ignored. Directories are walked for `*.py`,
     `*.pyi` and `*.ipynb`, skipping the default and configured exclusions
-    (`exclude = ["*.ipynb"]` leaves notebooks out) and what `gitignore` ignores.
+    (`exclude = ["*.ipynb"]` leaves notebooks out) and what `gitignore` ignores;
+    `include` globs (ruff's `extend-include`, matched as exclusions are) add
+    files the walk takes beside those.
     """
+    extra = list(include)
     user_exclude = list(exclude)
     walk_exclude = [*DEFAULT_EXCLUDE, *user_exclude]
 
@@ -83,7 +87,7 @@ def collect_files(
             for name in sorted(filenames):
                 file = here / name
                 if (
-                    name.endswith((".py", ".pyi", ".ipynb"))
+                    (name.endswith((".py", ".pyi", ".ipynb")) or is_excluded(file, extra, root))
                     and _is_regular(file)
                     and not skipped(file)
                 ):

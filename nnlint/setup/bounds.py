@@ -56,6 +56,11 @@ class Bounds:
         self.tell = tell
         self.memory_limit = memory_limit
 
+    def show(self, text: str | None) -> None:
+        """What the user waits on, for the parent's status line (None: hide it)."""
+        if self.tell is not None:
+            self.tell(("progress", text))
+
     def located(self, path: str, line: int) -> None:
         """Where findings about the model as a whole point, once it is known."""
         if self.tell is not None:
