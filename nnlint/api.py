@@ -29,6 +29,11 @@ from nnlint.core.suppress import Suppressor
 class Findings(list):
     """The findings of `check`: a list of `Finding`, shown as a table in a notebook."""
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's terminal: one line per finding, as `--output-format concise`."""
+        lines = [f"{f.location()}: {f.code} {f.message}" for f in self]
+        printer.text("\n".join(lines) if lines else "All checks passed!")
+
     def _repr_html_(self) -> str:
         if not self:
             return "<p><b>nnlint</b>: all checks passed</p>"

@@ -47,8 +47,8 @@ from nnlint.setup.load import (
 from nnlint.setup.preserve import global_rngs
 from nnlint.setup.resolve import resolve
 from nnlint.setup.sandbox import cache_dirs, guarded
-from nnlint.setup.specs import LossSpec
 from nnlint.setup.sites import Site, raised_in, recording, user_site
+from nnlint.setup.specs import LossSpec
 
 
 @dataclass

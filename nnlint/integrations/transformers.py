@@ -117,8 +117,8 @@ class NNLintCallback(transformers.TrainerCallback):
         if torch_optimizer is not None:
             spec = OptimizerSpec.from_optimizer(torch_optimizer, model)
         if loss is None:
-            return run_checks(Step(model, batch, None, None), self.options, [
-                skipped(model, root, _NO_LABELS)
-            ])
+            return run_checks(
+                Step(model, batch, None, None), self.options, [skipped(model, root, _NO_LABELS)]
+            )
         loss.origin = "the model's own loss on `labels`"
         return run_checks(Step(model, batch, loss, spec), self.options)

@@ -1,0 +1,96 @@
+"""The IPython magics, registered by `%load_ext nnlint`.
+
+`%nnlint model batch=xb loss_fn=crit` runs `nnlint.check` on objects of the
+kernel: the first expression is the model (or a factory), each `name=expr`
+a keyword of `check` (`batch`, `loss_fn`, `optimizer`, `select`, `ignore` or a
+setting), all evaluated in the user's namespace. `%%nnlint` lints the cell's
+code with the script rules, without running it and without importing torch;
+its findings' lines are the cell's own. Both return the findings, which the
+notebook shows as a table (`Findings._repr_html_`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+try:
+    from IPython.core.error import UsageError
+    from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+except ImportError:
+    raise ImportError("nnlint.integrations.ipython needs IPython: pip install ipython") from None
+
+from nnlint.api import Findings
+from nnlint.core.config import Settings
+from nnlint.core.errors import UsageError as NNLintUsageError
+from nnlint.core.notebook import cell_as_python
+from nnlint.engine import run
+
+# A `name=` that starts a keyword: whitespace, a name, `=` that is not `==`.
+_KEYWORD = re.compile(r"\s+(?=[A-Za-z_]\w*\s*=(?!=))")
+_CELL = "<cell>"
+
+
+def split_arguments(line: str) -> tuple[str, dict[str, str]]:
+    """`model batch=xb loss_fn=crit` -> ("model", {"batch": "xb", "loss_fn": "crit"})."""
+    first, *rest = _KEYWORD.split(line.strip(), maxsplit=0)
+    keywords: dict[str, str] = {}
+    for part in rest:
+        name, _, expr = part.partition("=")
+        keywords[name.strip()] = expr.strip()
+    return first.strip(), keywords
+
+
+@magics_class
+class NNLintMagics(Magics):
+    """`%nnlint` checks a model of the kernel; `%%nnlint` lints a cell's code."""
+
+    def _evaluate(self, expr: str, what: str) -> Any:
+        try:
+            return eval(expr, self.shell.user_ns)  # the user's own expression, in their kernel
+        except Exception as exc:
+            raise UsageError(
+                f"%nnlint: {what} `{expr}` raised {type(exc).__name__}: {exc}"
+            ) from None
+
+    @line_magic
+    def nnlint(self, line: str) -> Findings:
+        """`%nnlint model batch=xb loss_fn=crit`: graph and dynamic checks of `model`."""
+        from nnlint.api import check
+
+        target, keywords = split_arguments(line)
+        if not target or "=" in target.split("(")[0]:
+            raise UsageError("%nnlint: usage: %nnlint MODEL [batch=EXPR] [loss_fn=EXPR] [...]")
+        model = self._evaluate(target, "the model")
+        given = {name: self._evaluate(expr, name) for name, expr in keywords.items()}
+        try:
+            return check(model, **given)
+        except (TypeError, NNLintUsageError) as exc:
+            raise UsageError(f"%nnlint: {exc}") from None
+
+    @cell_magic("nnlint")
+    def nnlint_cell(self, line: str, cell: str) -> Findings:
+        """`%%nnlint [select=[...]] [ignore=[...]]`: the script rules on the cell's code."""
+        _, keywords = split_arguments(f"_ {line}")
+        given = {name: self._evaluate(expr, name) for name, expr in keywords.items()}
+        unknown = sorted(set(given) - {"select", "ignore"})
+        if unknown:
+            raise UsageError(f"%%nnlint: unknown options: {', '.join(unknown)} (select, ignore)")
+        root = Path.cwd()
+        settings = Settings(
+            paths=[_CELL],
+            sources={(root / _CELL).resolve(): cell_as_python(cell)},
+            static_only=True,
+            select=list(given["select"]) if given.get("select") is not None else None,
+            ignore=list(given.get("ignore") or ()),
+            root=root,
+        )
+        try:
+            return Findings(run(settings).findings)
+        except NNLintUsageError as exc:
+            raise UsageError(f"%%nnlint: {exc}") from None
+
+
+def register(ipython: Any) -> None:
+    ipython.register_magics(NNLintMagics)
