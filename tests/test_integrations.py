@@ -330,3 +330,15 @@ def test_cell_magic_lints_the_cell_with_cell_lines(shell):
     quiet = cell.replace("optimizer.step()", "optimizer.step()  # noqa: NN201")
     assert shell.run_cell_magic("nnlint", "", quiet) == []
     assert "loader" not in shell.user_ns  # linted, never run
+
+
+def test_line_magic_arguments_split_outside_brackets():
+    pytest.importorskip("IPython")
+    from nnlint.integrations.ipython import split_arguments
+
+    line = "Net(3, k=2) batch=make(8, seed=1) loss_fn=crit select=['NN1']"
+    assert split_arguments(line) == (
+        "Net(3, k=2)",
+        {"batch": "make(8, seed=1)", "loss_fn": "crit", "select": "['NN1']"},
+    )
+    assert split_arguments("model batch=(xb, yb)") == ("model", {"batch": "(xb, yb)"})

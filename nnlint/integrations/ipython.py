@@ -11,7 +11,9 @@ notebook shows as a table (`Findings._repr_html_`).
 
 from __future__ import annotations
 
-import re
+import io
+import tokenize
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +29,47 @@ from nnlint.core.errors import UsageError as NNLintUsageError
 from nnlint.core.notebook import cell_as_python
 from nnlint.engine import run
 
-# A `name=` that starts a keyword: whitespace, a name, `=` that is not `==`.
-_KEYWORD = re.compile(r"\s+(?=[A-Za-z_]\w*\s*=(?!=))")
 _CELL = "<cell>"
 
 
 def split_arguments(line: str) -> tuple[str, dict[str, str]]:
-    """`model batch=xb loss_fn=crit` -> ("model", {"batch": "xb", "loss_fn": "crit"})."""
-    first, *rest = _KEYWORD.split(line.strip(), maxsplit=0)
+    """`model batch=xb loss_fn=crit` -> ("model", {"batch": "xb", "loss_fn": "crit"}).
+
+    A keyword starts at a `name=` after whitespace outside brackets, so
+    `batch=make(8, seed=1)` stays one expression.
+    """
+    text = line.strip()
+    starts: list[int] = []
+    depth, previous_end = 0, 0
+    tokens = list(_tokens(text))
+    for i, token in enumerate(tokens):
+        if token.string in "([{" and token.type == tokenize.OP:
+            depth += 1
+        elif token.string in ")]}" and token.type == tokenize.OP:
+            depth -= 1
+        elif (
+            depth == 0
+            and token.type == tokenize.NAME
+            and token.start[1] > previous_end
+            and i + 1 < len(tokens)
+            and tokens[i + 1].string == "="
+        ):
+            starts.append(token.start[1])
+        previous_end = token.end[1]
+    pieces = [text[a:b] for a, b in zip([0, *starts], [*starts, len(text)], strict=True)]
     keywords: dict[str, str] = {}
-    for part in rest:
+    for part in pieces[1:]:
         name, _, expr = part.partition("=")
         keywords[name.strip()] = expr.strip()
-    return first.strip(), keywords
+    return pieces[0].strip(), keywords
+
+
+def _tokens(text: str) -> Iterator[tokenize.TokenInfo]:
+    """The tokens of one line; an unfinished one (an open bracket) ends the list."""
+    try:
+        yield from tokenize.generate_tokens(io.StringIO(text).readline)
+    except (tokenize.TokenError, SyntaxError):
+        return
 
 
 @magics_class
