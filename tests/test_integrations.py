@@ -51,7 +51,9 @@ def codes(findings) -> list[str]:
 # ---------------------------------------------------------------- Lightning
 
 
-def lightning_module(softmax=False, missing=False, returns="tensor", manual=False, stateful=False):
+def lightning_module(
+    softmax=False, missing=False, returns="tensor", manual=False, stateful=False, reads=False
+):
     L = pytest.importorskip("lightning")
 
     class Lit(L.LightningModule):
@@ -65,6 +67,8 @@ def lightning_module(softmax=False, missing=False, returns="tensor", manual=Fals
 
         def training_step(self, batch, batch_idx):
             x, y = batch
+            if reads:  # the copy is attached to no Trainer: this raises there
+                self.trainer.global_step  # noqa: B018
             loss = F.cross_entropy(self(x), y)
             self.log("train_loss", loss)
             if manual:
@@ -159,6 +163,16 @@ def test_lightning_manual_optimization_is_said_and_skipped():
     # the graph checks ran on the batch, but without the loss NN102 cannot know its
     # softmax is wrong: silent rather than a guess
     assert codes(callback.findings) == ["NN007"]
+    assert trainer.global_step == 2
+
+
+def test_lightning_step_that_fails_on_the_copy_is_said_and_training_goes_on():
+    from nnlint.integrations.lightning import NNLintCallback
+
+    callback = NNLintCallback(fail_on="error")
+    trainer = fit(lightning_module(reads=True), [callback])
+    assert codes(callback.findings) == ["NN007"], callback.findings
+    assert "RuntimeError" in callback.findings[0].message
     assert trainer.global_step == 2
 
 

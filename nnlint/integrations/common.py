@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,7 +24,8 @@ from typing import Any
 
 from nnlint.api import Findings, check
 from nnlint.capture.intercept import State, catch, patch_losses
-from nnlint.core.diagnostics import CheckSkipped
+from nnlint.core.config import Settings
+from nnlint.core.diagnostics import CheckSkipped, one_line
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.registry import load_registry
@@ -60,6 +62,9 @@ class Options:
         if self.fail_on is not None and self.fail_on not in _FAIL_ON:
             raise ValueError(f"fail_on must be None, 'warning' or 'error', not {self.fail_on!r}")
         load_registry().select(self.select, self.ignore)  # unknown codes fail here, not mid-fit
+        unknown = sorted(set(self.settings) - {f.name for f in dataclasses.fields(Settings)})
+        if unknown:
+            raise TypeError(f"NNLintCallback got unknown settings: {', '.join(unknown)}")
 
 
 @dataclass
@@ -173,13 +178,23 @@ def own_loss(model: Any, args: tuple, kwargs: dict) -> LossSpec | None:
     return LossSpec("model", target=kwargs["labels"], computes=computes)
 
 
-def skipped(model: Any, root: Path, reason: str) -> Finding:
+def skipped(model: Any, root: Path, reason: str, rule: str = "the dynamic checks") -> Finding:
     """NN007 at the model's class line: the loss-based checks did not run, and why."""
     site = definition_site(model, model)
     path = display_path(Path(site.path), root) if site else "<model>"
-    return CheckSkipped.make(
-        path, site.line if site else 1, rule="the dynamic checks", reason=reason
-    )
+    return CheckSkipped.make(path, site.line if site else 1, rule=rule, reason=reason)
+
+
+def checked(model: Any, root: Path, work: Callable[[], Findings]) -> Findings:
+    """`work()` with the global RNGs left as they were. What it raises (the step run
+    on the copy, reading the Trainer it is not attached to, say) is an NN007:
+    training goes on as without the callback."""
+    try:
+        with untouched_rngs():
+            return work()
+    except Exception as exc:
+        reason = f"running the first step on a copy of the model raised {one_line(exc)}"
+        return Findings([skipped(model, root, reason, "the graph and dynamic checks")])
 
 
 def run_checks(step: Step, options: Options, extra: Sequence[Finding] = ()) -> Findings:

@@ -39,6 +39,7 @@ from nnlint.integrations.common import (
     NNLintError,
     Options,
     Step,
+    checked,
     copies,
     counts,
     detached,
@@ -48,7 +49,6 @@ from nnlint.integrations.common import (
     report,
     run_checks,
     skipped,
-    untouched_rngs,
 )
 from nnlint.setup.inputs import as_batch
 
@@ -99,9 +99,11 @@ class NNLintCallback(pl.Callback):
         if self.findings is not None:
             return
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        with untouched_rngs():
-            self.findings = self._check(trainer, pl_module, batch, batch_idx, optimizer)
-        report(self.findings, Path(self.options.settings.get("root", Path.cwd())))
+        root = Path(self.options.settings.get("root", Path.cwd()))
+        self.findings = checked(
+            pl_module, root, lambda: self._check(trainer, pl_module, batch, batch_idx, optimizer)
+        )
+        report(self.findings, root)
         for logger in trainer.loggers:
             logger.log_metrics(counts(self.findings), step=trainer.global_step)
         fail(self.findings, self.options)

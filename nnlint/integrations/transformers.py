@@ -37,6 +37,7 @@ from nnlint.integrations.common import (
     NNLintError,
     Options,
     Step,
+    checked,
     copies,
     counts,
     detached,
@@ -45,7 +46,6 @@ from nnlint.integrations.common import (
     report,
     run_checks,
     skipped,
-    untouched_rngs,
 )
 from nnlint.setup.inputs import Batch
 from nnlint.setup.specs import OptimizerSpec, unwrap_optimizer
@@ -96,9 +96,9 @@ class NNLintCallback(transformers.TrainerCallback):
             return
         self._hook.remove()
         model, optimizer = kwargs["model"], kwargs.get("optimizer")
-        with untouched_rngs():
-            self.findings = self._check(model, optimizer)
-        report(self.findings, Path(self.options.settings.get("root", Path.cwd())))
+        root = Path(self.options.settings.get("root", Path.cwd()))
+        self.findings = checked(model, root, lambda: self._check(model, optimizer))
+        report(self.findings, root)
         state.log_history.append({**counts(self.findings), "step": state.global_step})
         fail(self.findings, self.options)
 
