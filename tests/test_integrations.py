@@ -77,6 +77,8 @@ def lightning_module(
                 self.manual_backward(loss)
                 opt.step()
                 return None
+            if returns == "none":  # Lightning skips the step
+                return None
             return {"loss": loss} if returns == "dict" else loss
 
         def configure_optimizers(self):
@@ -164,6 +166,16 @@ def test_lightning_manual_optimization_is_said_and_skipped():
     # softmax is wrong: silent rather than a guess
     assert codes(callback.findings) == ["NN007"]
     assert trainer.global_step == 2
+
+
+def test_lightning_step_without_a_loss_is_said_and_skipped():
+    from nnlint.integrations.lightning import NNLintCallback
+
+    callback = NNLintCallback()
+    fit(lightning_module(softmax=True, returns="none"), [callback])
+    assert codes(callback.findings) == ["NN007"], callback.findings
+    assert "returned no loss" in callback.findings[0].message
+    assert NNLintCallback(ignore=["NN007"]).options.kept(callback.findings) == []
 
 
 def test_lightning_step_that_fails_on_the_copy_is_said_and_training_goes_on():

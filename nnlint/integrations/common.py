@@ -61,10 +61,15 @@ class Options:
     def __post_init__(self) -> None:
         if self.fail_on is not None and self.fail_on not in _FAIL_ON:
             raise ValueError(f"fail_on must be None, 'warning' or 'error', not {self.fail_on!r}")
-        load_registry().select(self.select, self.ignore)  # unknown codes fail here, not mid-fit
+        # unknown codes fail here, not in the middle of training
+        self.codes = {r.code for r in load_registry().select(self.select, self.ignore)}
         unknown = sorted(set(self.settings) - {f.name for f in dataclasses.fields(Settings)})
         if unknown:
             raise TypeError(f"NNLintCallback got unknown settings: {', '.join(unknown)}")
+
+    def kept(self, findings: Sequence[Finding]) -> list[Finding]:
+        """The callback's own notes that the selection keeps (check() filters its own)."""
+        return [f for f in findings if f.code in self.codes]
 
 
 @dataclass
@@ -185,7 +190,7 @@ def skipped(model: Any, root: Path, reason: str, rule: str = "the dynamic checks
     return CheckSkipped.make(path, site.line if site else 1, rule=rule, reason=reason)
 
 
-def checked(model: Any, root: Path, work: Callable[[], Findings]) -> Findings:
+def checked(model: Any, options: Options, root: Path, work: Callable[[], Findings]) -> Findings:
     """`work()` with the global RNGs left as they were. What it raises (the step run
     on the copy, reading the Trainer it is not attached to, say) is an NN007:
     training goes on as without the callback."""
@@ -194,7 +199,8 @@ def checked(model: Any, root: Path, work: Callable[[], Findings]) -> Findings:
             return work()
     except Exception as exc:
         reason = f"running the first step on a copy of the model raised {one_line(exc)}"
-        return Findings([skipped(model, root, reason, "the graph and dynamic checks")])
+        note = skipped(model, root, reason, "the graph and dynamic checks")
+        return Findings(options.kept([note]))
 
 
 def run_checks(step: Step, options: Options, extra: Sequence[Finding] = ()) -> Findings:
@@ -210,7 +216,7 @@ def run_checks(step: Step, options: Options, extra: Sequence[Finding] = ()) -> F
         ignore=options.ignore,
         **settings,
     )
-    return Findings([*extra, *found])
+    return Findings([*options.kept(extra), *found])
 
 
 def report(findings: Findings, root: Path) -> None:

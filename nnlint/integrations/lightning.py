@@ -101,7 +101,10 @@ class NNLintCallback(pl.Callback):
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         root = Path(self.options.settings.get("root", Path.cwd()))
         self.findings = checked(
-            pl_module, root, lambda: self._check(trainer, pl_module, batch, batch_idx, optimizer)
+            pl_module,
+            self.options,
+            root,
+            lambda: self._check(trainer, pl_module, batch, batch_idx, optimizer),
         )
         report(self.findings, root)
         for logger in trainer.loggers:

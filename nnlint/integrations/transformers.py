@@ -11,7 +11,7 @@ Callbacks are not handed the batch, so at the first step the callback puts a
 forward pre-hook on the model that keeps a detached copy of what the Trainer
 calls it with (and changes nothing), and removes it at once. Before the first
 optimizer step (`on_pre_optimizer_step`, when the parameters are still the
-initial ones) it runs nnlint's graph and dynamic checks on a copy of the model
+initial ones; after it, `on_step_end`, in a transformers without that event) it runs nnlint's graph and dynamic checks on a copy of the model
 and of the optimizer, with that batch and the model's own loss (its `.loss`
 given `labels`). The findings go to stderr and, as counts, to the Trainer's
 log history (`trainer.state.log_history`); with `fail_on` set, a finding at
@@ -92,12 +92,19 @@ class NNLintCallback(transformers.TrainerCallback):
         self._hook = kwargs["model"].register_forward_pre_hook(keep, with_kwargs=True)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.findings is not None or self._hook is None:
-            return
+        if self.findings is None and self._hook is not None:
+            self._run(state, kwargs)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # a transformers without on_pre_optimizer_step: after the first step instead
+        if self.findings is None and self._hook is not None:
+            self._run(state, kwargs)
+
+    def _run(self, state: Any, kwargs: dict) -> None:
         self._hook.remove()
         model, optimizer = kwargs["model"], kwargs.get("optimizer")
         root = Path(self.options.settings.get("root", Path.cwd()))
-        self.findings = checked(model, root, lambda: self._check(model, optimizer))
+        self.findings = checked(model, self.options, root, lambda: self._check(model, optimizer))
         report(self.findings, root)
         state.log_history.append({**counts(self.findings), "step": state.global_step})
         fail(self.findings, self.options)
@@ -108,7 +115,7 @@ class NNLintCallback(transformers.TrainerCallback):
         root = Path(self.options.settings.get("root", Path.cwd()))
         if self._inputs is None:
             reason = "the Trainer never called the model in training mode before its first step"
-            return Findings([skipped(model, root, reason)])
+            return Findings(self.options.kept([skipped(model, root, reason)]))
         args, kwargs = self._inputs
         kwargs = {k: v for k, v in kwargs.items() if k != "num_items_in_batch"}
         loss = own_loss(model, args, kwargs)
