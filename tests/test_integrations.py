@@ -188,12 +188,50 @@ def test_lightning_step_that_fails_on_the_copy_is_said_and_training_goes_on():
     assert trainer.global_step == 2
 
 
-def test_lightning_missing_names_the_package(monkeypatch):
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning"):
+def test_the_callback_is_also_pytorch_lightnings():
+    pl = pytest.importorskip("pytorch_lightning")
+    from nnlint.integrations.lightning import NNLintCallback
+
+    class Old(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = Net(softmax=True)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self.model(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    callback = NNLintCallback(select=["NN102"])
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Old(), torch.utils.data.DataLoader(data(), batch_size=16))
+    assert codes(callback.findings) == ["NN102"]  # a submodule training_step calls
+
+
+@pytest.mark.parametrize(
+    ("integration", "modules", "package"),
+    [
+        ("lightning", ("lightning", "lightning.pytorch", "pytorch_lightning"), "lightning"),
+        ("transformers", ("transformers",), "transformers"),
+        ("ipython", ("IPython", "IPython.core", "IPython.core.magic"), "ipython"),
+    ],
+)
+def test_a_missing_framework_names_the_package(monkeypatch, integration, modules, package):
+    for name in modules:
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "nnlint.integrations.lightning", raising=False)
-    with pytest.raises(ImportError, match="pip install lightning"):
-        importlib.import_module("nnlint.integrations.lightning")
+    monkeypatch.delitem(sys.modules, f"nnlint.integrations.{integration}", raising=False)
+    with pytest.raises(ImportError, match=f"pip install {package}$"):
+        importlib.import_module(f"nnlint.integrations.{integration}")
 
 
 def test_importing_nnlint_and_its_integrations_package_stays_torch_free():

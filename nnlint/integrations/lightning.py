@@ -14,8 +14,8 @@ dynamic checks on the copy (`nnlint.integrations.common`). The findings go to
 stderr and, as counts, to the Trainer's loggers; with `fail_on` set, a finding
 at that level stops `fit` with `NNLintError`. The module the Trainer trains,
 its optimizer and the global RNGs are left as they were, so training goes on
-exactly as without the callback. `lightning.pytorch` is used, else
-`pytorch_lightning`.
+exactly as without the callback. The callback is one for `lightning.pytorch`
+and `pytorch_lightning` alike, whichever of them is installed.
 """
 
 from __future__ import annotations
@@ -23,16 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-try:
-    import lightning.pytorch as pl
-except ImportError:
-    try:
-        import pytorch_lightning as pl
-    except ImportError:
-        raise ImportError(
-            "nnlint.integrations.lightning needs Lightning: pip install lightning"
-        ) from None
 
 from nnlint.api import Findings
 from nnlint.integrations.common import (
@@ -51,6 +41,23 @@ from nnlint.integrations.common import (
     skipped,
 )
 from nnlint.setup.inputs import as_batch
+
+# One class for both import names, so that either package's Trainer takes it.
+_BASES: list[type] = []
+try:
+    import lightning.pytorch
+
+    _BASES.append(lightning.pytorch.Callback)
+except ImportError:
+    pass
+try:
+    import pytorch_lightning
+
+    _BASES.append(pytorch_lightning.Callback)
+except ImportError:
+    pass
+if not _BASES:
+    raise ImportError("nnlint.integrations.lightning needs Lightning: pip install lightning")
 
 __all__ = ["NNLintCallback", "NNLintError"]
 
@@ -74,7 +81,7 @@ _UNKNOWN_LOSS = (
 )
 
 
-class NNLintCallback(pl.Callback):
+class NNLintCallback(*_BASES):
     """Check the LightningModule at the first training batch.
 
     `fail_on` ("warning" or "error") stops `fit` with `NNLintError` when a
