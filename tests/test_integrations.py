@@ -406,3 +406,39 @@ def test_line_magic_arguments_split_outside_brackets():
         {"batch": "make(8, seed=1)", "loss_fn": "crit", "select": "['NN1']"},
     )
     assert split_arguments("model batch=(xb, yb)") == ("model", {"batch": "(xb, yb)"})
+
+
+class Tokens(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        self.ids = torch.randint(0, 96, (32, 16), generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def test_transformers_callback_is_silent_on_a_clean_model_from_a_config(tmp_path):
+    """A tiny random GPT-2 and its own causal-LM loss, all rules: nothing to say."""
+    transformers = pytest.importorskip("transformers")
+    from nnlint.integrations.transformers import NNLintCallback
+
+    config = transformers.GPT2Config(vocab_size=96, n_positions=32, n_embd=32, n_layer=2, n_head=2)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=2,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        learning_rate=1e-3,  # the default 5e-5 is too slow from random weights: NN309 says so
+        disable_tqdm=True,
+    )
+    callback = NNLintCallback()
+    model = transformers.GPT2LMHeadModel(config)
+    transformers.Trainer(
+        model=model, args=args, train_dataset=Tokens(), callbacks=[callback]
+    ).train()
+    assert callback.findings == [], callback.findings
