@@ -149,10 +149,11 @@ def _loss(
     result: Any, state: State, model: Any, inputs: tuple[tuple, dict], output: Any
 ) -> LossSpec | None:
     tensor = loss_tensor(result)
-    own = own_loss(model, *inputs) if output is not None else None
-    if own is not None:
-        return own
-    if not state.losses or tensor is None:
+    if tensor is None:
+        return None
+    if getattr(output, "loss", None) is tensor:  # the step returned the model's own loss
+        return own_loss(model, *inputs)
+    if not state.losses:
         return None
     match = [c for c in state.losses if c[5] == id(tensor)] or state.losses
     name, extra, target, shape, site, _ = match[-1]
