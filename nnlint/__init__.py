@@ -2,7 +2,8 @@
 
 The plugin API: `from nnlint import ScriptRule, GraphRule, DynamicRule, Option,
 Finding, Severity`. Names resolve on first use, so `import nnlint` stays
-torch-free (`nnlint.check` imports torch).
+torch-free (`nnlint.check` imports torch). In IPython, `%load_ext nnlint` gives
+the `%nnlint` and `%%nnlint` magics (`nnlint.integrations.ipython`).
 """
 
 __version__ = "0.1.0"
@@ -26,3 +27,10 @@ def __getattr__(name: str):
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext nnlint`: register the `%nnlint` and `%%nnlint` magics."""
+    import importlib
+
+    importlib.import_module("nnlint.integrations.ipython").register(ipython)

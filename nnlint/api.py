@@ -3,6 +3,7 @@
 `check` runs the same model phases as `nnlint train.py --model mod:Net`
 (`nnlint.pipeline.run_model_phases`) on objects you already have, in a notebook
 or a test, and applies `# noqa` comments like the command line does.
+The findings come back as `Findings`, a list that a notebook shows as a table.
 `check_example` runs a graph or dynamic rule's example: source that defines
 `model` and may define `batch`, `loss_fn` and `optimizer`.
 """
@@ -10,6 +11,7 @@ or a test, and applies `# noqa` comments like the command line does.
 from __future__ import annotations
 
 import dataclasses
+import html
 import sys
 import tempfile
 import textwrap
@@ -22,6 +24,37 @@ from nnlint.core.config import Settings
 from nnlint.core.finding import Finding, Phase
 from nnlint.core.registry import load_registry
 from nnlint.core.suppress import Suppressor
+
+
+class Findings(list):
+    """The findings of `check`: a list of `Finding`, shown as a table in a notebook."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's terminal: one line per finding, as `--output-format concise`."""
+        lines = [f"{f.location()}: {f.code} {f.message}" for f in self]
+        printer.text("\n".join(lines) if lines else "All checks passed!")
+
+    def _repr_html_(self) -> str:
+        if not self:
+            return "<p><b>nnlint</b>: all checks passed</p>"
+        head = "".join(f"<th>{h}</th>" for h in ("Location", "Code", "Severity", "Message"))
+        rows = []
+        for f in self:
+            message = html.escape(f.message)
+            if f.note:
+                message += f"<br><small>note: {html.escape(f.note)}</small>"
+            cells = (
+                f"<code>{html.escape(f.location())}</code>",
+                f"<b>{html.escape(f.code)}</b> <small>{html.escape(f.name)}</small>",
+                html.escape(str(f.severity)),
+                message,
+            )
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        count = f"{len(self)} finding{'s' if len(self) != 1 else ''}"
+        return (
+            f"<table><caption><b>nnlint</b>: {count}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
 
 
 def _settings(options: dict[str, Any]) -> Settings:
@@ -42,7 +75,7 @@ def check(
     select: Sequence[str] | None = None,
     ignore: Sequence[str] = (),
     **settings: Any,
-) -> list[Finding]:
+) -> Findings:
     """Graph and dynamic findings for a model, or for a factory that builds one.
 
     `batch` is what your DataLoader yields (`(x, y)`, a dict or a tensor); without
@@ -85,7 +118,7 @@ def check(
     )
     if config.report:
         _write_report(found, [r.code for r in chosen], timings, config, about.get("stats"))
-    return found
+    return Findings(found)
 
 
 def _write_report(

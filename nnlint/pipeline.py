@@ -32,7 +32,7 @@ from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
 from nnlint.dynamic.phase import dynamic_phase
 from nnlint.graph.phase import run_graph_phase
-from nnlint.script.losses import loss_kind, loss_kind_in_script
+from nnlint.script.losses import loss_kind, loss_kind_in_script, loss_kind_named
 from nnlint.setup.bounds import Bounds, Stopped
 from nnlint.setup.contain import Protection
 from nnlint.setup.inputs import Batch, as_batch, provide_batch
@@ -48,6 +48,7 @@ from nnlint.setup.preserve import global_rngs
 from nnlint.setup.resolve import resolve
 from nnlint.setup.sandbox import cache_dirs, guarded
 from nnlint.setup.sites import Site, raised_in, recording, user_site
+from nnlint.setup.specs import LossSpec
 
 
 @dataclass
@@ -283,7 +284,10 @@ def _graph(
         where = model_site or Site(str(settings.root / "<model>"), 1)
         path = display_path(Path(where.path), settings.root)
         findings.append(NoInputs.make(path, where.line, reason=reason))
-    if caller.loss_fn is not None:
+    if isinstance(caller.loss_fn, LossSpec):
+        spec = caller.loss_fn
+        loss = loss_kind_named(spec.computes if spec.name == "model" else spec.name)
+    elif caller.loss_fn is not None:
         loss = loss_kind(caller.loss_fn)
     else:
         loss = loss_kind_in_script(settings.script)

@@ -26,6 +26,7 @@ LAYERS = (
     ("nnlint.engine",),
     ("nnlint.ci_formats", "nnlint.htmlreport"),
     ("nnlint.api", "nnlint.docs", "nnlint.fixing", "nnlint.report", "nnlint.rule"),
+    ("nnlint.integrations",),
     ("nnlint.cli_modes", "nnlint.lsp"),
     ("nnlint.testing", "nnlint.cli"),
     ("nnlint.pytest_plugin", "nnlint.__main__"),

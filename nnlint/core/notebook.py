@@ -121,6 +121,13 @@ def _python(lines: list[str]) -> tuple[list[str], tuple[int, int, str] | None]:
         return ["" for _ in lines], (1, 1, str(err) or type(err).__name__)
 
 
+def cell_as_python(text: str) -> str:
+    """One cell's code with its IPython syntax replaced line for line; as written
+    where it is not Python even then (the parse reports it)."""
+    lines, error = _python(split_lines(text))
+    return text if error is not None else "\n".join(lines) + "\n"
+
+
 def _read_json(text: str) -> dict:
     """The notebook as nbformat reads it, or ValueError saying why it is not nbformat 4."""
     import nbformat

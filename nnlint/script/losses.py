@@ -40,6 +40,11 @@ def loss_kind(loss_fn: Any) -> str | None:
     return _BY_NAME.get(name)
 
 
+def loss_kind_named(name: str | None) -> str | None:
+    """The kind of a loss by its class or functional name (`cross_entropy`)."""
+    return _BY_NAME.get(name or "")
+
+
 class _LossCalls(cst.CSTVisitor):
     """Torch losses built or called, each with the function it is in, and the
     functions that call `.backward()`."""

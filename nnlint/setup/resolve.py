@@ -147,6 +147,10 @@ def resolve(
     logits = tensors.main_output(out)
     if loss is not None:
         loss.origin = loss.origin or "the training script"
+    elif isinstance(loss_fn, LossSpec):  # a framework's loss, as an integration read it
+        loss = loss_fn
+        loss.target = target if loss.target is None else loss.target
+        loss.origin = loss.origin or "the loss given"
     elif loss_fn is not None:
         loss = loss_from_callable(loss_fn)
         loss.target, loss.origin = target, "the loss_fn given"

@@ -64,6 +64,7 @@ class LossSpec:
     site: tuple[str, int] | None = None
     synthesized: bool = False
     origin: str = ""  # what chose it, in words: "the training script", "--loss", "guessed"
+    computes: str | None = None  # the functional loss a "model" loss applies, for graph rules
 
     @property
     def guessed(self) -> bool:
