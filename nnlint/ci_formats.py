@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path, PurePath
-from xml.etree import ElementTree
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.fingerprint import fingerprints
@@ -80,6 +79,8 @@ def format_gitlab(result: Result, registry: Registry) -> str:
 
 def format_junit(result: Result, registry: Registry) -> str:
     """JUnit XML: one test suite a file, one failed test case a finding, a passing case if clean."""
+    from xml.etree import ElementTree  # only this format needs it
+
     by_file: dict[str, list[Finding]] = defaultdict(list)
     for f in result.findings:
         by_file[f.path].append(f)

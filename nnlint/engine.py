@@ -76,13 +76,31 @@ def _lint_files(
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    # Largest files first, in small chunks, so that no worker is left with a big file
+    # while the others idle at the end; the results go back to the files' order.
+    order = sorted(range(len(tasks)), key=lambda i: -_size(tasks[i]))
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=get_context("fork"),
         initializer=_init_worker,
         initargs=(codes_options, settings.root, settings.debug),
     ) as pool:
-        return list(pool.map(_lint_in_worker, tasks, chunksize=max(1, len(tasks) // (jobs * 8))))
+        chunk = max(1, len(tasks) // (jobs * 32))
+        done = pool.map(_lint_in_worker, [tasks[i] for i in order], chunksize=chunk)
+        results: list[list[Finding]] = [[] for _ in tasks]
+        for index, found in zip(order, done, strict=True):
+            results[index] = found
+        return results
+
+
+def _size(task: tuple[Path, str, str | None]) -> int:
+    path, _, text = task
+    if text is not None:
+        return len(text)
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _script_phase(

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import GraphRule
-from nnlint.graph.graph import TRANSPARENT
+from nnlint.graph import TRANSPARENT
 
 # Activations that clip or squash: after them the loss cannot see real logits.
 _SQUASHING = frozenset(

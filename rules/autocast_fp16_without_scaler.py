@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import libcst as cst
-import libcst.matchers as m
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script.cstwalk import is_name
 from nnlint.script.loops import BACKWARD, analyze
 
 _AUTOCAST = ("torch.autocast", "torch.amp.autocast", "torch.amp.autocast_mode.autocast")
@@ -157,11 +157,11 @@ def _fp16_autocast(ctx, expr: cst.BaseExpression) -> bool:
         return False
     keywords = {a.keyword.value: a.value for a in expr.args if a.keyword is not None}
     positional = [a.value for a in expr.args if a.keyword is None]
-    if any(a.star for a in expr.args) or m.matches(keywords.get("enabled"), m.Name("False")):
+    if any(a.star for a in expr.args) or is_name(keywords.get("enabled"), "False"):
         return False
     if not cuda_only:
         device = keywords.get("device_type", positional[0] if positional else None)
-        if not m.matches(device, m.SimpleString('"cuda"') | m.SimpleString("'cuda'")):
+        if not (isinstance(device, cst.SimpleString) and device.value in ('"cuda"', "'cuda'")):
             return False
     dtype = keywords.get("dtype", positional[1] if len(positional) > 1 and not cuda_only else None)
     if dtype is None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import libcst as cst
-import libcst.matchers as m
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import ScriptRule
+from nnlint.script.cstwalk import is_name
 from nnlint.script.gradmode import only_in_training
 from nnlint.script.values import values
 
@@ -90,8 +90,8 @@ class Net(torch.nn.Module):
                     continue
                 if any(a.star for a in node.args) or only_in_training(tracker, node, fn):
                     continue
-                training = [a.value for a in node.args if m.matches(a.keyword, m.Name("training"))]
+                training = [a.value for a in node.args if is_name(a.keyword, "training")]
                 positional = [a.value for a in node.args if a.keyword is None]
                 training += positional[2:3]
-                if not training or m.matches(training[0], m.Name("True")):
+                if not training or is_name(training[0], "True"):
                     yield ctx.report(self, node, call=tracker.code(node.func))

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from nnlint.core.finding import Finding
 from nnlint.core.rule import GraphRule
-from nnlint.graph.graph import TRANSPARENT
+from nnlint.graph import TRANSPARENT
 
 # Dropout is the identity at inference, so it does not separate two linear maps.
 _THROUGH = TRANSPARENT | {"dropout"}

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import GraphRule
-from nnlint.graph.graph import TRANSPARENT
+from nnlint.graph import TRANSPARENT
 
 _EXPECTS = {"cross_entropy": "logits", "nll": "log-probabilities"}
 _LOSS_NAMES = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss"}

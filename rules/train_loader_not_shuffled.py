@@ -3,11 +3,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import libcst as cst
-import libcst.matchers as m
 
 from nnlint.core.finding import Finding, Severity
 from nnlint.core.rule import Option, ScriptRule
 from nnlint.script import edits
+from nnlint.script.cstwalk import is_name
 from nnlint.script.loaders import ITERABLE, loaders
 
 
@@ -122,7 +122,7 @@ test_loader = DataLoader(test_set, batch_size=256, shuffle=True)
             elif (
                 self.settings["eval_shuffle"]
                 and loader.role == "eval"
-                and m.matches(loader.arguments.get("shuffle"), m.Name("True"))
+                and is_name(loader.arguments.get("shuffle"), "True")
             ):
                 yield ctx.report(
                     self,

@@ -227,6 +227,25 @@ def test_static_path_never_imports_torch(tmp_path, write):
     assert proc.returncode == 1, proc.stderr
 
 
+def test_one_file_imports_only_what_it_needs(tmp_path, write):
+    # What a pre-commit run on one file waits for: libcst.matchers alone takes longer
+    # to import than libcst parses a small file, pathspec is for trees with ignore
+    # files, hashlib for the cache, ElementTree for JUnit, a process pool for many files.
+    write("train.py", BUGGY)
+    code = (
+        "import sys\n"
+        "from nnlint.cli import main\n"
+        "rc = main(['--static-only', '--no-cache', 'train.py'])\n"
+        "heavy = ['libcst.matchers', 'pathspec', 'hashlib', 'xml.etree.ElementTree',\n"
+        "         'concurrent.futures.process', 'rich', 'nbformat', 'nnlint.graph.graph']\n"
+        "print('loaded:', [m for m in heavy if m in sys.modules], file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
+    proc = run_subprocess(cwd=tmp_path, code=code)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "loaded: []"
+
+
 def test_no_traceback_on_internal_failure(cli, write, monkeypatch):
     import nnlint.engine
 

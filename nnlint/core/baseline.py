@@ -10,7 +10,6 @@ identical code are two entries, and a third one appearing is reported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -49,6 +48,8 @@ class Fingerprints:
         return lines.get(finding.cell, []) if isinstance(lines, dict) else lines
 
     def of(self, finding: Finding) -> str:
+        import hashlib  # only runs with a baseline pay for it
+
         lines = self._source(finding)
         window = context_window(lines, finding.line)
         key = json.dumps([self.relative(finding.path), finding.cell, finding.code, window])

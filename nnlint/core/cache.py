@@ -13,7 +13,6 @@ file's findings may depend on what it defines.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -51,6 +50,8 @@ def project_fingerprint(root: Path) -> list[tuple[str, str]]:
 
 
 def run_key(root: Path, rules: Sequence[tuple[str, tuple]], debug: bool) -> str:
+    import hashlib  # here, as in content_hash: a --no-cache run never needs it
+
     from nnlint import __version__
 
     parts = {
@@ -69,6 +70,8 @@ def run_key(root: Path, rules: Sequence[tuple[str, tuple]], debug: bool) -> str:
 
 def content_hash(path: Path) -> str | None:
     """The file's sha256; None for what is not a regular file (a FIFO would block)."""
+    import hashlib
+
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             return None

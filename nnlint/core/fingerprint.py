@@ -12,7 +12,6 @@ moves the finding to another cell, not to other code.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path, PurePath
 
 from nnlint.core.finding import Finding
@@ -34,6 +33,8 @@ def context_window(lines: list[str], line: int) -> list[str]:
 
 def fingerprint(finding: Finding, lines: list[str], nth: int = 0) -> str:
     """A hex digest of the finding's code, path and surrounding source; `nth` tells twins apart."""
+    import hashlib  # only reports that print fingerprints pay for it
+
     window = context_window(lines, finding.line)
     parts = [finding.code, PurePath(finding.path).as_posix(), *window, str(nth)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

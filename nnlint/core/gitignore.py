@@ -10,8 +10,10 @@ each folder, and the deepest one that has a say decides, as in git.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pathspec
+if TYPE_CHECKING:
+    import pathspec
 
 
 class GitIgnore:
@@ -33,7 +35,7 @@ class GitIgnore:
                     lines += source.read_text(encoding="utf-8", errors="replace").splitlines()
                 except OSError:
                     continue
-            self._specs[folder] = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+            self._specs[folder] = _compile(lines) if lines else None
         return self._specs[folder]
 
     def _folders(self, path: Path) -> list[Path]:
@@ -60,3 +62,11 @@ class GitIgnore:
             if verdict is not None:
                 return verdict
         return False
+
+
+def _compile(lines: list[str]) -> pathspec.GitIgnoreSpec:
+    # Imported here: pathspec takes longer to import than a small file takes to
+    # lint, and a tree without ignore files never needs it.
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)

@@ -12,21 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Ops that move or relabel data without computing anything new.
-TRANSPARENT = frozenset(
-    {
-        "view",
-        "reshape",
-        "flatten",
-        "permute",
-        "transpose",
-        "contiguous",
-        "squeeze",
-        "unsqueeze",
-        "cast",
-        "identity",
-    }
-)
+from nnlint.graph import TRANSPARENT
 
 
 @dataclass(frozen=True)

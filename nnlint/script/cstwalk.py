@@ -49,6 +49,12 @@ def syntax_fields(kind: type) -> tuple[str, ...]:
     return found
 
 
+def is_name(node: cst.CSTNode | None, value: str) -> bool:
+    """Whether `node` is the bare name `value` (`True`, `shuffle`): `m.Name(value)` without
+    importing `libcst.matchers`, which alone takes longer than parsing a small file."""
+    return isinstance(node, cst.Name) and node.value == value
+
+
 def node_children(node: cst.CSTNode) -> list[cst.CSTNode]:
     """The syntax children of `node`, in source order, without visiting it."""
     out: list[cst.CSTNode] = []
