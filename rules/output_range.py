@@ -76,12 +76,14 @@ loss_fn = torch.nn.NLLLoss()
     invalid = (
         """
 import torch
-model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-batch = (torch.randn(16, 8), torch.randint(0, 2, (16, 1)).float())
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+batch = (torch.randn(16, 8), torch.randint(0, 2, (16, 4)).float())
 loss_fn = torch.nn.BCELoss()  # the model returns logits
 """,
         """
 import torch
+torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
 batch = (torch.randn(16, 8), torch.randint(0, 4, (16,)))
 loss_fn = torch.nn.NLLLoss()  # the model returns logits, not log_softmax
