@@ -230,7 +230,7 @@ loss_fn = torch.nn.functional.cross_entropy
                 self,
                 conv,
                 what=f"the images of input {label} reach `{conv}` with values in [{rounded(low)}, {rounded(high)}]",
-                hint="scale them to [0, 1] (divide by 255) and normalise with the dataset's mean and std",
+                hint="normalise them (8-bit pixels: divide by 255, then the dataset's mean and std)",
             )
 
     def _labels(self, ctx) -> Iterator[Finding]:
