@@ -159,3 +159,16 @@ def test_regression_init_is_off_by_default():
     assert codes(model, ["NN320"], batch=far, loss_fn=nn.MSELoss()) == ["NN320"]
     near = (torch.randn(32, 8), torch.randn(32, 1))
     assert codes(model, ["NN320"], batch=near, loss_fn=nn.MSELoss()) == []
+
+
+def test_channels_last_images_get_a_word_in_the_forwards_error():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+    labels = torch.randint(0, 4, (4,))
+
+    def no_input(x):
+        found = nnlint.check(model, batch=(x, labels), select=["NN3"])
+        return next(f.message for f in found if f.code == "NN005")
+
+    assert "look channels-last" in no_input(torch.rand(4, 16, 16, 3))
+    assert "channels-last" not in no_input(torch.rand(4, 5, 16, 16))  # just the wrong count

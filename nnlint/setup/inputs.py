@@ -20,6 +20,7 @@ arguments and the target, and `call(model, batch)` runs one forward on it.
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,21 @@ class Batch:
     origin: str = ""
     target: Any = None
     made_up: bool = False  # nnlint's own inputs (synthesized, `--input-shape`, the model's example)
+
+
+# torch's words when a conv gets images whose channels are last: (N, H, W, C) for C channels
+_CHANNELS_LAST = re.compile(
+    r"expected input\[(\d+), (\d+), (\d+), (\d+)\] to have (\d+) channels, but got (\d+)"
+)
+
+
+def channels_last_hint(exc: BaseException) -> str:
+    """A word for a conv that raised on channels-last images, to go after its error."""
+    match = _CHANNELS_LAST.search(str(exc))
+    if match is None or match[4] != match[5] or match[2] == match[5]:
+        return ""
+    shape = ", ".join(match.groups()[:4])
+    return f" (the images ({shape}) look channels-last: pass `x.permute(0, 3, 1, 2)`)"
 
 
 def call(model: Any, batch: Batch) -> Any:
