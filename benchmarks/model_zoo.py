@@ -825,6 +825,88 @@ PLANTS = {
 }
 
 
+# -- planted for issue 17's input and output checks (NN316-NN320) ----------------------
+
+
+def _first_image(case):
+    """The batch's image tensor and a function putting a new one in its place."""
+    batch = case.batch
+    if isinstance(batch, dict) and isinstance(batch.get("pixel_values"), torch.Tensor):
+        return batch["pixel_values"], lambda x: {**batch, "pixel_values": x}
+    if isinstance(batch, tuple | list) and isinstance(batch[0], torch.Tensor):
+        return batch[0], lambda x: (x, *batch[1:])
+    raise NotApplicable("no image input")
+
+
+def plant_unnormalised_images(case):
+    x, put = _first_image(case)
+    if x.dim() != 4 or not x.is_floating_point():
+        raise NotApplicable("no image input")
+    case.batch = put(((x - x.min()) / (x.max() - x.min()) * 255).round())  # raw 0..255 pixels
+    return case
+
+
+def plant_batch_of_one(case):
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in case.model.modules()):
+        raise NotApplicable("no BatchNorm")
+    n = BATCH
+
+    def first(value):
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == n:
+            return value[:1]
+        if isinstance(value, dict):
+            return {k: first(v) for k, v in value.items()}
+        if isinstance(value, tuple | list):
+            return type(value)(first(v) for v in value)
+        return value
+
+    case.batch = first(case.batch)
+    # The bug is BatchNorm over fewer than 8 values per channel: batch 1 of 8x8 maps is not it.
+    import copy
+
+    fewest = []
+    probe = copy.deepcopy(case.model).train()
+    for m in probe.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.register_forward_pre_hook(lambda m, i: fewest.append(i[0].numel() // i[0].shape[1]))
+    try:
+        with torch.no_grad():
+            probe(**case.batch) if isinstance(case.batch, dict) else probe(case.batch[0])
+    except Exception:
+        pass  # batch 1 into BatchNorm1d raises: that one is tiny
+    if fewest and min(fewest) >= 8:
+        raise NotApplicable("every BatchNorm sees 8 or more values per channel at batch 1")
+    return case
+
+
+def plant_logits_into_bce(case):
+    if case.loss_fn is None:
+        raise NotApplicable("the model computes its own loss")
+    case.loss_fn = lambda out, y: F.binary_cross_entropy(out, F.one_hot(y, out.shape[-1]).float())
+    return case
+
+
+def plant_constant_output(case):
+    return _wrap_output(case, lambda out, a, k: out[:1].expand_as(out).clone())
+
+
+def plant_regression_offset(case):
+    x, y = case.batch
+    case.batch = (x, y + 10 * y.std())  # targets far from the head's 0 at init
+    return case
+
+
+PLANTS.update(
+    {
+        "raw-0-255-images": (plant_unnormalised_images, {"NN316"}, {"image"}),
+        "batchnorm-batch-1": (plant_batch_of_one, {"NN317"}, None),
+        "logits-into-bce": (plant_logits_into_bce, {"NN318"}, {"image", "vector", "text-cls"}),
+        "constant-output": (plant_constant_output, {"NN319"}, None),
+        "regression-offset": (plant_regression_offset, {"NN320"}, {"regression"}),
+    }
+)
+
+
 # -- running ---------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from nnlint.graph.phase import run_graph_phase
 from nnlint.script.losses import loss_kind, loss_kind_in_script, loss_kind_named
 from nnlint.setup.bounds import Bounds, Stopped
 from nnlint.setup.contain import Protection
-from nnlint.setup.inputs import Batch, as_batch, provide_batch
+from nnlint.setup.inputs import Batch, as_batch, channels_last_hint, provide_batch
 from nnlint.setup.load import (
     TargetSpec,
     build_model,
@@ -332,9 +332,11 @@ def _dynamic_here(
         raise
     except Exception as exc:  # the user's forward on their batch: theirs to see, not a crash
         reason = f"the model's forward on {batch.origin} raised {one_line(exc)}"
+        reason += channels_last_hint(exc)
         at = user_site(raised_in(exc), site)
         path = display_path(Path(at.path), settings.root)
         return [NoInputs.make(path, at.line, reason=reason)]
+    setup.real_batch = not batch.made_up
     about["setup"] = setup.describe()
     insights: dict[str, Any] = {}
     found = dynamic_phase(setup, rules, settings, site, timings, insights)

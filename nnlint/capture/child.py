@@ -215,6 +215,7 @@ def _setup(state: State, settings: Any) -> Setup | None:
         loss = LossSpec(name, extra, target, input_shape=shape, site=site)
     setup = resolve(model, tuple(args), dict(kwargs), None, None, None, settings, loss=loss)
     setup.optimizer = OptimizerSpec.from_optimizer(state.optimizer, model)
+    setup.real_batch = True  # the batch the script trained on
     return setup
 
 

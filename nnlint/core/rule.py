@@ -162,8 +162,14 @@ class DynamicRule(Rule):
     global RNG itself; `nnlint.dynamic.context.reseed` raises there.
     `needs_finite = False` marks a check whose verdict NaN or Inf in the
     forward does not invalidate; the others are skipped then (one bug, one finding).
+    `explains_failure = True` marks a check that judges the batch or the loss's
+    inputs without the shared passes (`ctx.passes()`), so it also runs when the
+    shared forward and loss raise: its findings (class labels beyond the output,
+    logits into a loss that needs probabilities) then come before the one NN007
+    that reports the error and the checks it kept from running.
     """
 
     kind = Phase.DYNAMIC
     alongside: ClassVar[bool] = False
     needs_finite: ClassVar[bool] = True
+    explains_failure: ClassVar[bool] = False

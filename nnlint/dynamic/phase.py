@@ -68,7 +68,7 @@ def run_checks(
         try:
             failure = passes_failure(ctx)
             if failure is not None:
-                return [failure]
+                return explained(ctx, rules, failure, verbose, debug, timings)
             cause = nonfinite_cause(ctx)
             if cause is not None:  # one bug, one finding: non-finite reports it
                 blocked = [r for r in rules if r.needs_finite]
@@ -100,6 +100,24 @@ def run_checks(
             if bar is not None:
                 bar.close()
     return notes + [f for index in sorted(results) for f in results[index]]
+
+
+def explained(
+    ctx: DynamicContext,
+    rules: list,
+    failure: Finding,
+    verbose: bool,
+    debug: bool,
+    timings: dict[str, float],
+) -> list[Finding]:
+    """The findings of the checks that can say why the shared forward and loss raised
+    (`explains_failure`), then the one NN007 of `failure` (the other checks did not run)."""
+    found: list[Finding] = []
+    for rule in (r for r in rules if r.explains_failure):
+        start = time.perf_counter()
+        found += [f for f in run_one(ctx, rule, verbose, debug) if f.code == rule.code]
+        timings[f"dynamic.{rule.name}"] = round(time.perf_counter() - start, 4)
+    return [*found, failure]
 
 
 def dynamic_phase(

@@ -20,6 +20,7 @@ arguments and the target, and `call(model, batch)` runs one forward on it.
 from __future__ import annotations
 
 import inspect
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,22 @@ class Batch:
     kwargs: dict = field(default_factory=dict)
     origin: str = ""
     target: Any = None
+    made_up: bool = False  # nnlint's own inputs (synthesized, `--input-shape`, the model's example)
+
+
+# torch's words when a conv gets images whose channels are last: (N, H, W, C) for C channels
+_CHANNELS_LAST = re.compile(
+    r"expected input\[(\d+), (\d+), (\d+), (\d+)\] to have (\d+) channels, but got (\d+)"
+)
+
+
+def channels_last_hint(exc: BaseException) -> str:
+    """A word for a conv that raised on channels-last images, to go after its error."""
+    match = _CHANNELS_LAST.search(str(exc))
+    if match is None or match[4] != match[5] or match[2] == match[5]:
+        return ""
+    shape = ", ".join(match.groups()[:4])
+    return f" (the images ({shape}) look channels-last: pass `x.permute(0, 3, 1, 2)`)"
 
 
 def call(model: Any, batch: Batch) -> Any:
@@ -145,7 +162,9 @@ def from_model(model: Any) -> Batch | None:
         except Exception:
             continue
         if value is not None:
-            return as_batch(value, model, f"model.{attr}")
+            batch = as_batch(value, model, f"model.{attr}")
+            batch.made_up = True  # an example for tracing, not the data it trains on
+            return batch
     return None
 
 
@@ -214,7 +233,8 @@ def synthesize(model: Any, settings: Any) -> tuple[Batch | None, str | None]:
     if shape:
         default_dtype, high = (guess[1], guess[2]) if guess else (torch.float32, 2)
         tensor = _make(tuple(shape), dtype or default_dtype, high, device)
-        return Batch((tensor,), {}, f"--input-shape {','.join(map(str, shape))}"), None
+        origin = f"--input-shape {','.join(map(str, shape))}"
+        return Batch((tensor,), {}, origin, made_up=True), None
     if guess is None:
         first = type(layer).__name__ if layer is not None else "none"
         return None, f"cannot synthesize one (first layer: {first})"
@@ -230,7 +250,7 @@ def synthesize(model: Any, settings: Any) -> tuple[Batch | None, str | None]:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 continue
-            return Batch((tensor,), {}, f"synthesized {tuple(tensor.shape)}"), None
+            return Batch((tensor,), {}, f"synthesized {tuple(tensor.shape)}", made_up=True), None
     return None, f"synthesized inputs for {type(layer).__name__} failed ({error})"
 
 

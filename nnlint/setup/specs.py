@@ -163,6 +163,9 @@ class Setup:
     optimizer: OptimizerSpec | None = None
     task: str | None = None
     task_source: str = ""  # what says so (`nnlint.setup.task`)
+    # The batch is the user's data (the training script's, `--data`, the batch given
+    # to `nnlint.check`), not inputs nnlint made up: checks that judge the data need it.
+    real_batch: bool = False
 
     def describe(self) -> dict[str, str | None]:
         """The task and the loss the checks use, and what chose each, for `--verbose`

@@ -26,6 +26,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(batch, steps, self.n_head, head).transpose(1, 2)
         att = (q @ k.transpose(-2, -1)) / math.sqrt(head)
         att = att.masked_fill(~self.mask[:steps, :steps], float("-inf"))
+        att = att.softmax(dim=-1)  # BUG (NN318): the line below applies softmax again
         att = F.dropout(F.softmax(att, dim=-1), self.dropout, training=self.training)
         y = (att @ v).transpose(1, 2).contiguous().view(batch, steps, dim)
         return self.proj(y)
