@@ -11,6 +11,9 @@ from nnlint.script.loops import BACKWARD, STEP, analyze
 # Words in a name, attribute or string that say the learning rate is managed somewhere.
 _SCHEDULING = ("sched", "warmup", "warm_up", "param_groups", "lr_lambda", "adjust_learning_rate")
 _LR_CALL = ("adjust", "update", "set", "get", "cos", "decay", "step")
+_EPISODES = ("epi", "game", "rollout")
+# Graph learning: a dataset is one graph or a few dozen, so hundreds of epochs are a short run.
+_FEW_SAMPLES = {"torch_geometric", "dgl"}
 
 
 class NoLrSchedule(ScriptRule):
@@ -22,8 +25,13 @@ class NoLrSchedule(ScriptRule):
     `min_steps` steps (`range(300)`, `range(args.epochs)` with an argparse
     default of 300, `num_epochs = 300`), when nothing in the file changes the
     learning rate: no `torch.optim.lr_scheduler`, no scheduler or warm-up of
-    any library, no write to `param_groups`, no `adjust_learning_rate`. Off
-    by default, at info: a recommendation.
+    any library, no write to `param_groups`, no `adjust_learning_rate`. An
+    iteration of a loop whose optimizer steps sit in an inner loop is an
+    epoch; one that steps directly is a step. Left alone: files with two
+    optimizers (a GAN's generator and discriminator, an actor and a critic,
+    whose recipes keep the rate constant), reinforcement learning (episodes
+    are not epochs) and the epochs of graph learning (PyG, DGL: an epoch is
+    a handful of steps). Off by default, at info: a recommendation.
 
     ## Why is this bad?
     Over a long run a constant learning rate is either too high at the end,
@@ -98,6 +106,22 @@ for it in range(max_iters):
     valid = (
         """
 import torch
+generator, discriminator = torch.nn.Linear(8, 4), torch.nn.Linear(4, 1)
+opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+for epoch in range(200):
+    for real in loader:
+        opt_d.zero_grad()
+        fake = generator(torch.randn(len(real), 8))
+        d_loss = discriminator(fake.detach()).mean() - discriminator(real).mean()
+        d_loss.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        (-discriminator(fake).mean()).backward()
+        opt_g.step()
+""",
+        """
+import torch
 model = torch.nn.Linear(4, 2)
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=300)
@@ -138,20 +162,27 @@ for epoch in range(10):
         training = [
             u for u in analysis.loops if u.of(BACKWARD) and any(not e.manual for e in u.of(STEP))
         ]
-        if not training or _manages_lr(ctx, analysis):
-            return
-        optimizer = _optimizer_call(analysis)
-        if optimizer is None:
-            return  # an optimizer nnlint does not know may set its own step size
+        imported = _top_imports(ctx)
+        if not training or _manages_lr(ctx, analysis) or imported & {"gym", "gymnasium"}:
+            return  # reinforcement learning counts episodes, not epochs
+        optimizers = _optimizer_calls(analysis)
+        if len(optimizers) != 1:
+            return  # none nnlint knows, or a GAN's or actor-critic's pair: constant by recipe
         defaults = _argparse_defaults(analysis)
         for loop in training:
+            # Each iteration of a loop whose steps sit in an inner loop is an epoch;
+            # each iteration of one that steps directly is a step (a full-batch epoch).
+            epochs = any(e.loops for e in loop.of(STEP))
             for outer in _loops_around(analysis, loop.node):
-                length = self._length(ctx, analysis, outer, defaults)
+                per_epoch = epochs or outer is not loop.node
+                if per_epoch and imported & _FEW_SAMPLES:
+                    continue  # an epoch of a graph dataset is a handful of steps
+                length = self._length(analysis, outer, defaults, per_epoch)
                 if length is not None:
-                    yield ctx.report(self, optimizer, length=length)
+                    yield ctx.report(self, optimizers[0], length=length)
                     return
 
-    def _length(self, ctx, analysis, loop, defaults) -> str | None:
+    def _length(self, analysis, loop, defaults, epochs: bool) -> str | None:
         """'300 epochs' or '50000 steps' when `loop` runs that long by the file's own literals."""
         if not isinstance(loop, cst.For) or not isinstance(loop.iter, cst.Call):
             return None
@@ -159,12 +190,13 @@ for epoch in range(10):
         if analysis.code(call.func) != "range" or not call.args or len(call.args) > 2:
             return None
         bound = call.args[-1].value
-        count = _literal(ctx, analysis, bound, defaults)
+        words = (analysis.code(loop.target) + " " + analysis.code(bound)).lower()
+        if any(w in words for w in _EPISODES):
+            return None  # reinforcement learning: episodes, not epochs
+        count = _literal(analysis, bound, defaults)
         if count is None:
             return None
-        words = (analysis.code(loop.target) + " " + analysis.code(bound)).lower()
-        nested = any(isinstance(n, cst.For | cst.While) for n in analysis.values.walk(loop.body))
-        if "epoch" in words or (nested and "step" not in words and "iter" not in words):
+        if epochs:
             return f"{count} epochs" if count >= self.settings["min_epochs"] else None
         return f"{count} steps" if count >= self.settings["min_steps"] else None
 
@@ -183,6 +215,24 @@ def _manages_lr(ctx, analysis) -> bool:
         ):
             return True
     return False
+
+
+def _top_imports(ctx) -> set[str]:
+    """The top-level packages the file imports (`gym`, `torch_geometric`)."""
+    return {
+        name.split(".")[0]
+        for node in ctx.module.body
+        if isinstance(node, cst.SimpleStatementLine)
+        for stmt in node.body
+        if isinstance(stmt, cst.Import | cst.ImportFrom)
+        for name in _imported(stmt)
+    }
+
+
+def _imported(stmt: cst.Import | cst.ImportFrom) -> list[str]:
+    if isinstance(stmt, cst.Import):
+        return [cst.Module([]).code_for_node(a.name) for a in stmt.names]
+    return [cst.Module([]).code_for_node(stmt.module)] if stmt.module is not None else []
 
 
 def _lr_function(name: str) -> bool:
@@ -220,7 +270,7 @@ def _argparse_defaults(analysis) -> dict[str, cst.BaseExpression]:
     return found
 
 
-def _literal(ctx, analysis, expr, defaults, depth: int = 0) -> int | None:
+def _literal(analysis, expr, defaults, depth: int = 0) -> int | None:
     """The integer `expr` is by the file's literals: `300`, a name assigned one, an
     argparse default read as `args.name`, a product such as `3 * 10**5`."""
     if depth > 4:
@@ -233,20 +283,20 @@ def _literal(ctx, analysis, expr, defaults, depth: int = 0) -> int | None:
     if isinstance(expr, cst.BinaryOperation) and isinstance(
         expr.operator, cst.Multiply | cst.Power
     ):
-        left = _literal(ctx, analysis, expr.left, defaults, depth + 1)
-        right = _literal(ctx, analysis, expr.right, defaults, depth + 1)
+        left = _literal(analysis, expr.left, defaults, depth + 1)
+        right = _literal(analysis, expr.right, defaults, depth + 1)
         if left is None or right is None:
             return None
         return left * right if isinstance(expr.operator, cst.Multiply) else left ** min(right, 12)
     if isinstance(expr, cst.Name):
         values = analysis.values.assigned_values(expr)
         if len(values) == 1:
-            return _literal(ctx, analysis, values[0], defaults, depth + 1)
+            return _literal(analysis, values[0], defaults, depth + 1)
         return None
     if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name):
         default = defaults.get(expr.attr.value)
         if default is not None:
-            return _literal(ctx, analysis, default, defaults, depth + 1)
+            return _literal(analysis, default, defaults, depth + 1)
     return None
 
 
@@ -260,9 +310,13 @@ def _loops_around(analysis, node) -> list[cst.CSTNode]:
     return found
 
 
-def _optimizer_call(analysis) -> cst.Call | None:
-    """The `torch.optim.X(...)` call that builds the optimizer, where its lr is set."""
-    for call in analysis.values.calls:
-        if any(q.startswith("torch.optim.") for q in analysis.values.torch_names(call.func)):
-            return call
-    return None
+def _optimizer_calls(analysis) -> list[cst.Call]:
+    """The `torch.optim.X(...)` calls that build optimizers, where their lr is set."""
+    return [
+        call
+        for call in analysis.values.calls
+        if any(
+            q.startswith("torch.optim.") and ".lr_scheduler." not in q
+            for q in analysis.values.torch_names(call.func)
+        )
+    ]
