@@ -124,8 +124,8 @@ def _margins(fig: Any, below: list[str] = (), beside: list[str] = (), twin: bool
     """Fixed margins wide enough for the tick labels: rotated layer names below
     (7 pt, 60 degrees), bar names beside (7 pt), room for a right axis."""
     width, height = fig.get_size_inches()
-    bottom = 0.45 + 0.05 * max((len(t) for t in below), default=0)
-    left = 0.75 + 0.055 * max((len(t) for t in beside), default=0)
+    bottom = 0.45 + 0.032 * max((len(t) for t in below), default=0)
+    left = 0.9 + 0.05 * max((len(t) for t in beside), default=0)
     fig.subplots_adjust(
         left=min(0.6, left / width),
         right=1 - (0.75 if twin else 0.2) / width,
@@ -231,9 +231,13 @@ def _layers(layers: list | None, why: str | None) -> str:
     weighted = [row for row in layers if row.get("update_ratio") is not None]
     if weighted:
         out.append(_update_ratios(weighted))
+    else:
+        out.append(_not_drawn("update/weight ratio", "no weight got a finite, nonzero update"))
     graded = [row for row in layers if row.get("grad_mean") is not None]
     if graded:
         out.append(_gradient_flow(graded))
+    else:
+        out.append(_not_drawn("gradient flow", "no weight got a finite gradient"))
     out.append(_activations(layers))
     heads = ("layer", "type", "act mean", "act std", "dead", "saturated", "|W|", "|grad|", "upd/W")
     keys = ("act_mean", "act_std", "dead", "saturated", "weight_norm", "grad_norm", "update_ratio")
@@ -243,6 +247,10 @@ def _layers(layers: list | None, why: str | None) -> str:
         out.append("<tr>" + "".join(f"<td class='num'>{_fmt(c)}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
+
+
+def _not_drawn(chart: str, why: str) -> str:
+    return f'<p class="missing">The {html.escape(chart)} is not drawn: {html.escape(why)}.</p>'
 
 
 def _update_ratios(rows: list) -> str:
@@ -318,7 +326,10 @@ def _training(overfit: dict | None, why: str | None) -> str:
         ax.legend()
         _margins(fig, ["step"])
 
-    out.append(_figure("overfit", "Overfitting the one batch: the loss should fall fast.", draw))
+    samples = overfit.get("samples")
+    what = f"{samples} samples of the batch" if samples else "the one batch"
+    caption = f"Overfitting {what}: the loss should fall fast, to the target line."
+    out.append(_figure("overfit", caption, draw))
     init = overfit.get("init")
     if init:
 
