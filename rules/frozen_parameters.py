@@ -13,7 +13,8 @@ class FrozenParameters(DynamicRule):
     Names the parameters with `requires_grad=False` that the optimizer's groups
     hold (info), then takes one real step of the user's optimizer on a copy,
     with the gradients the user's frozen parameters carry at that step, and
-    names the frozen parameters the step changed (warning).
+    names the frozen parameters the step changed, or that share memory with
+    a trained one (warning).
 
     ## Why is this bad?
     A frozen parameter that still gets a gradient tensor (frozen after
@@ -84,7 +85,9 @@ model[0].requires_grad_(False)
         if not frozen:
             return
         held = ctx.optimizer.held
-        moved = _moved_by_a_step(ctx, frozen) if ctx.loss is not None else set()
+        moved = _tied_to_trained(ctx.model, frozen)
+        if ctx.loss is not None:
+            moved |= _moved_by_a_step(ctx, frozen)
         yield from self._grouped(
             ctx,
             sorted(moved, key=frozen.index),
@@ -137,14 +140,17 @@ def _moved_by_a_step(ctx, frozen: list[str]) -> set[str]:
     for name in frozen:
         grad = theirs[name].grad
         params[name].grad = None if grad is None else grad.detach().clone()
-    if all(params[n].grad is None for n in frozen) and not _shares_storage(params, frozen):
+    if all(params[n].grad is None for n in frozen):
         return set()
     before = {n: params[n].detach().clone() for n in frozen}
     ctx.optimizer.build(model).step()
     return {n for n in frozen if not torch.equal(before[n], params[n].detach())}
 
 
-def _shares_storage(params: dict, frozen: list[str]) -> bool:
-    """Whether a frozen parameter shares memory with a trainable one (a `.data` tie)."""
-    trainable = {p.untyped_storage().data_ptr() for p in params.values() if p.requires_grad}
-    return any(params[n].untyped_storage().data_ptr() in trainable for n in frozen)
+def _tied_to_trained(model, frozen: list[str]) -> set[str]:
+    """The frozen parameters that share memory with a trainable one (`b.weight =
+    nn.Parameter(a.weight.data, requires_grad=False)`): every step of that one moves
+    them. Read on the user's model, as a copy does not keep such a tie."""
+    params = dict(model.named_parameters())
+    trained = {p.untyped_storage().data_ptr() for p in params.values() if p.requires_grad}
+    return {n for n in frozen if params[n].untyped_storage().data_ptr() in trained}
