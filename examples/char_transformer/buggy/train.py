@@ -36,7 +36,6 @@ def main():
     if os.path.exists(EMBEDDINGS):
         model.tok_emb.weight.data.copy_(torch.load(EMBEDDINGS))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    model.pos_emb.requires_grad_(False)  # a fixed position table
 
     model.train()
     for step in range(STEPS):

@@ -39,9 +39,7 @@ def main() -> None:
     counts = torch.bincount(data, minlength=len(chars)).float()
     with torch.no_grad():
         model.head.bias.copy_((counts / counts.sum()).log())
-    model.pos_emb.requires_grad_(False)  # a fixed position table
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=3e-3, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
 
     model.train()
     for step in range(STEPS):
