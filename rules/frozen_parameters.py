@@ -14,7 +14,10 @@ class FrozenParameters(DynamicRule):
     hold (info), then takes one real step of the user's optimizer on a copy,
     with the gradients the user's frozen parameters carry at that step, and
     names the frozen parameters the step changed, or that share memory with
-    a trained one (warning).
+    a trained one (warning). Off by default: `AdamW(model.parameters())` on a
+    model with fixed sinusoidal position tables (Marian, Pegasus, RoFormer)
+    holds frozen parameters harmlessly, as torch skips those without a
+    gradient.
 
     ## Why is this bad?
     A frozen parameter that still gets a gradient tensor (frozen after
@@ -43,6 +46,7 @@ class FrozenParameters(DynamicRule):
 
     code = "NN321"
     name = "frozen-parameters"
+    default_enabled = False
     message = "{count} frozen parameter tensor{s} of `{module}` ({names}) {what}; {hint}"
     needs_finite = False  # what the optimizer holds and moves does not depend on the values
 
