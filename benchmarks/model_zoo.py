@@ -896,6 +896,40 @@ def plant_regression_offset(case):
     return case
 
 
+def plant_frozen_in_optimizer(case):
+    """A layer frozen after the optimizer was built: the optimizer still holds it."""
+    _, mod = _submodule(case.model)
+    make = case.optimizer or adamw()
+
+    def build(params):
+        optimizer = make(params)
+        mod.requires_grad_(False)
+        return optimizer
+
+    case.optimizer = build
+    return case
+
+
+def plant_decay_on_norms(case):
+    """AdamW with weight decay 0.05 on every parameter, biases and norms included."""
+    case.optimizer = lambda params: torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+    return case
+
+
+def plant_tiny_loss_term(case):
+    """An output penalty added to the loss with a weight a million times too small."""
+    if case.loss_fn is None:
+        raise NotApplicable("the model computes its own loss")
+    base = case.loss_fn
+
+    def loss_fn(out, y):
+        logits = out if isinstance(out, torch.Tensor) else out.logits
+        return base(out, y) + 1e-6 * logits.float().pow(2).mean()
+
+    case.loss_fn = loss_fn
+    return case
+
+
 PLANTS.update(
     {
         "raw-0-255-images": (plant_unnormalised_images, {"NN316"}, {"image"}),
@@ -903,6 +937,9 @@ PLANTS.update(
         "logits-into-bce": (plant_logits_into_bce, {"NN318"}, {"image", "vector", "text-cls"}),
         "constant-output": (plant_constant_output, {"NN319"}, None),
         "regression-offset": (plant_regression_offset, {"NN320"}, {"regression"}),
+        "frozen-in-optimizer": (plant_frozen_in_optimizer, {"NN321"}, None),
+        "decay-on-norms": (plant_decay_on_norms, {"NN322"}, None),
+        "tiny-loss-term": (plant_tiny_loss_term, {"NN323"}, None),
     }
 )
 

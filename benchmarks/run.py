@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "static_throughput": (["--limit", "400"], ["--limit", "100"]),
     "graph_capture": (["--runs", "20"], ["--runs", "5"]),
     "dynamic_vs_checklist": ([], ["--quick"]),
+    "report_overhead": (["--repeat", "3"], ["--repeat", "1"]),
 }
 
 

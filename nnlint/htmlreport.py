@@ -101,24 +101,40 @@ def _findings(result: Result, registry: Registry) -> str:
 
 
 def _figure(name: str, caption: str, draw: Callable[[Any], None], size=(8, 3.2)) -> str:
-    """One matplotlib chart as inline SVG inside a captioned figure."""
-    import matplotlib
+    """One matplotlib chart as inline SVG inside a captioned figure.
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    The figure is made without pyplot and laid out with fixed margins: the
+    automatic layout (`tight_layout`) measures every label twice and cost
+    as much as the drawing itself."""
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
 
-    plt.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
-    plt.rcParams["svg.hashsalt"] = "nnlint"  # the same data draws the same file
-    fig = plt.figure(figsize=size)
-    try:
-        draw(fig)
-        fig.tight_layout()
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    finally:
-        plt.close(fig)
+    rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
+    rcParams["svg.hashsalt"] = "nnlint"  # the same data draws the same file
+    fig = Figure(figsize=size)
+    draw(fig)
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]
+    return _captioned(name, svg, caption)
+
+
+def _margins(fig: Any, below: list[str] = (), beside: list[str] = (), twin: bool = False) -> None:
+    """Fixed margins wide enough for the tick labels: rotated layer names below
+    (7 pt, 60 degrees), bar names beside (7 pt), room for a right axis."""
+    width, height = fig.get_size_inches()
+    bottom = 0.45 + 0.032 * max((len(t) for t in below), default=0)
+    left = 0.9 + 0.05 * max((len(t) for t in beside), default=0)
+    fig.subplots_adjust(
+        left=min(0.6, left / width),
+        right=1 - (0.75 if twin else 0.2) / width,
+        bottom=min(0.6, bottom / height),
+        top=1 - 0.15 / height,
+    )
+
+
+def _captioned(name: str, svg: str, caption: str) -> str:
     return (
         f'<figure data-chart="{name}">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
     )
@@ -160,18 +176,33 @@ def _inputs(inputs: list, labels: dict | None, missing: dict) -> str:
 
 
 def _image_grid(name: str, images: list) -> str:
-    columns = min(8, len(images))
+    """The first images, each an embedded PNG in one SVG grid: matplotlib's `imsave`
+    writes a PNG in a millisecond, where a subplot per image cost a tenth of a second."""
+    import base64
+
+    import numpy as np
+    from matplotlib.image import imsave
+
+    columns, cell, gap = min(8, len(images)), 96, 6
     rows = math.ceil(len(images) / columns)
-
-    def draw(fig: Any) -> None:
-        for i, image in enumerate(images):
-            ax = fig.add_subplot(rows, columns, i + 1)
-            gray = not isinstance(image[0][0], list)
-            ax.imshow(image, cmap="gray" if gray else None, vmin=0, vmax=1)
-            ax.set_axis_off()
-
+    width, height = columns * (cell + gap), rows * (cell + gap)
+    tiles = []
+    for i, image in enumerate(images):
+        pixels = np.asarray(image, dtype=float)
+        buffer = io.BytesIO()
+        imsave(buffer, pixels, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        x, y = (i % columns) * (cell + gap), (i // columns) * (cell + gap)
+        tiles.append(
+            f'<image x="{x}" y="{y}" width="{cell}" height="{cell}" '
+            f'style="image-rendering: pixelated" href="data:image/png;base64,{data}"/>'
+        )
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">{"".join(tiles)}</svg>'
+    )
     caption = f"The first {len(images)} images of {name}, each scaled to its own range."
-    return _figure("images", caption, draw, size=(columns * 1.1, rows * 1.1 + 0.2))
+    return _captioned("images", svg, caption)
 
 
 def _label_histogram(labels: dict) -> str:
@@ -185,6 +216,7 @@ def _label_histogram(labels: dict) -> str:
             ax.legend()
         ax.set_xlabel("class")
         ax.set_ylabel("samples")
+        _margins(fig, ["cl"])
 
     made = " (synthesized by nnlint)" if labels.get("synthesized") else ""
     caption = f"Labels of the batch{made} against the model's number of outputs."
@@ -199,9 +231,13 @@ def _layers(layers: list | None, why: str | None) -> str:
     weighted = [row for row in layers if row.get("update_ratio") is not None]
     if weighted:
         out.append(_update_ratios(weighted))
+    else:
+        out.append(_not_drawn("update/weight ratio", "no weight got a finite, nonzero update"))
     graded = [row for row in layers if row.get("grad_mean") is not None]
     if graded:
         out.append(_gradient_flow(graded))
+    else:
+        out.append(_not_drawn("gradient flow", "no weight got a finite gradient"))
     out.append(_activations(layers))
     heads = ("layer", "type", "act mean", "act std", "dead", "saturated", "|W|", "|grad|", "upd/W")
     keys = ("act_mean", "act_std", "dead", "saturated", "weight_norm", "grad_norm", "update_ratio")
@@ -213,16 +249,31 @@ def _layers(layers: list | None, why: str | None) -> str:
     return "\n".join(out)
 
 
+def _log_axis(ax: Any) -> None:
+    """A log y axis labelled 1e-03, not in TeX: mathtext's parser costs more to
+    build than the rest of the chart to draw; no minor ticks."""
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0e}"))
+    ax.yaxis.set_minor_locator(NullLocator())  # ticks are the costliest artists to draw
+
+
+def _not_drawn(chart: str, why: str) -> str:
+    return f'<p class="missing">The {html.escape(chart)} is not drawn: {html.escape(why)}.</p>'
+
+
 def _update_ratios(rows: list) -> str:
     def draw(fig: Any) -> None:
         ax = fig.add_subplot()
         ratios = [max(r["update_ratio"], 1e-12) for r in rows]
         ax.plot(range(len(rows)), ratios, marker="o", color="#4c72b0")
         ax.axhline(1e-3, color="#c44e52", linestyle="--", label="1e-3")
-        ax.set_yscale("log")
+        _log_axis(ax)
         ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=60, fontsize=7)
         ax.set_ylabel("|update| / |weight|")
         ax.legend()
+        _margins(fig, [r["name"] for r in rows])
 
     caption = "Update/weight ratio per layer after one step: about 1e-3 is healthy."
     return _figure("update-ratio", caption, draw, size=(8, 3.6))
@@ -234,10 +285,11 @@ def _gradient_flow(rows: list) -> str:
         x = range(len(rows))
         ax.plot(x, [max(r["grad_max"], 1e-20) for r in rows], marker="^", label="max |grad|")
         ax.plot(x, [max(r["grad_mean"], 1e-20) for r in rows], marker="o", label="mean |grad|")
-        ax.set_yscale("log")
+        _log_axis(ax)
         ax.set_xticks(list(x), [r["name"] for r in rows], rotation=60, fontsize=7)
         ax.set_ylabel("|grad| of the weight")
         ax.legend()
+        _margins(fig, [r["name"] for r in rows])
 
     caption = "Gradient flow through the depth of the network, input side on the left."
     return _figure("gradient-flow", caption, draw, size=(8, 3.6))
@@ -261,6 +313,7 @@ def _activations(rows: list) -> str:
         ax.set_xticks(list(x), [r["name"] for r in rows], rotation=60, fontsize=7)
         ax.set_ylabel("activation")
         ax.legend(loc="upper left")
+        _margins(fig, [r["name"] for r in rows], twin=True)
 
     return _figure("activations", "Activations per layer, and the fraction that is 0.", draw)
 
@@ -281,8 +334,12 @@ def _training(overfit: dict | None, why: str | None) -> str:
         ax.set_xlabel(f"step ({overfit.get('optimizer', 'optimizer')})")
         ax.set_ylabel("loss")
         ax.legend()
+        _margins(fig, ["step"])
 
-    out.append(_figure("overfit", "Overfitting the one batch: the loss should fall fast.", draw))
+    samples = overfit.get("samples")
+    what = f"{samples} samples of the batch" if samples else "the one batch"
+    caption = f"Overfitting {what}: the loss should fall fast, to the target line."
+    out.append(_figure("overfit", caption, draw))
     init = overfit.get("init")
     if init:
 
@@ -291,6 +348,7 @@ def _training(overfit: dict | None, why: str | None) -> str:
             ax.barh([0, 1], [init["expected"], init["measured"]], color=["#55a868", "#4c72b0"])
             ax.set_yticks([0, 1], [f"expected ln({init['classes']})", "measured"])
             ax.set_xlabel("loss at init")
+            _margins(fig, ["loss"], [f"expected ln({init['classes']})"])
 
         out.append(_figure("init-loss", "The loss at init against its expected value.", bars))
     return "\n".join(out)
@@ -307,6 +365,7 @@ def _timings(timings: dict[str, float]) -> str:
         ax.set_yticks(range(len(items)), [k for k, _ in items], fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel("seconds")
+        _margins(fig, ["seconds"], [k for k, _ in items])
 
     height = max(2.0, 0.22 * len(items) + 0.8)
     return "<h2>Time</h2>" + _figure("timings", "Each phase's and check's time.", draw, (8, height))

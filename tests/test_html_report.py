@@ -63,36 +63,123 @@ def test_report_is_one_self_contained_page_with_every_chart(report: Path):
     assert "conv" in page and "update_ratio" not in page  # per-layer rows, rendered
 
 
-def test_report_renders_in_headless_chromium_without_console_errors(report: Path):
+def _chromium() -> str:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    return chromium
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
-    problems: list[str] = []
     with sync_api.sync_playwright() as play:
-        browser = play.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        launched = play.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(report.as_uri(), wait_until="load")
-            drawn = page.evaluate(
-                """() => [...document.querySelectorAll('figure[data-chart]')].map(f => {
-                    const svg = f.querySelector('svg');
-                    const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
-                    const marks = svg ? svg.querySelectorAll('path, image, use, rect').length : 0;
-                    return [f.dataset.chart, box.width, box.height, marks];
-                })"""
-            )
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "nnlint-report.png"), full_page=True)
+            yield launched
         finally:
-            browser.close()
-    assert {name for name, *_ in drawn} == CHARTS
-    for name, width, height, marks in drawn:
-        assert width > 100 and height > 50 and marks > 5, (name, width, height, marks)
+            launched.close()
+
+
+def _render(browser, page_file: Path, screenshot: Path) -> tuple[list, list[str]]:
+    """Open the page in Chromium: each chart's (name, width, height, marks), the console errors."""
+    problems: list[str] = []
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(page_file.as_uri(), wait_until="load")
+        drawn = page.evaluate(
+            """() => [...document.querySelectorAll('figure[data-chart]')].map(f => {
+                const svg = f.querySelector('svg');
+                const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+                const marks = svg ? svg.querySelectorAll('path, image, use, rect').length : 0;
+                const broken = [...f.querySelectorAll('image')].filter(i => {
+                    const b = i.getBBox(); return !(b.width > 0 && b.height > 0);
+                }).length;
+                return [f.dataset.chart, box.width, box.height, marks, broken];
+            })"""
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        page.close()
+    return drawn, problems
+
+
+def _assert_drawn(drawn: list, problems: list[str], screenshot: Path) -> None:
+    for name, width, height, marks, broken in drawn:
+        assert width > 100 and height > 50 and marks > 5 and not broken, (name, width, height)
     assert problems == []
-    assert (ARTIFACTS / "nnlint-report.png").stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_report_renders_in_headless_chromium_without_console_errors(browser, report: Path):
+    screenshot = ARTIFACTS / "nnlint-report.png"
+    drawn, problems = _render(browser, report, screenshot)
+    assert {name for name, *_ in drawn} == CHARTS
+    _assert_drawn(drawn, problems, screenshot)
+
+
+# Every example project, as its README lints it, with the script rules and one
+# dynamic check (the report measures the same whatever checks run): the real
+# batch, loss and optimizer its training script builds.
+PROJECTS = sorted(p.parent.parent.name for p in (ROOT / "examples").glob("*/fixed/train.py"))
+LAYER_CHARTS = {"update-ratio", "gradient-flow", "activations", "overfit", "timings"}
+
+
+@pytest.fixture(scope="module")
+def project_reports(tmp_path_factory) -> dict[str, Path]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path_factory.mktemp("projects")
+
+    def one(name: str) -> tuple[str, Path]:
+        rel = f"examples/{name}/fixed"
+        page = out / f"{name}.html"
+        run = subprocess.run(
+            [sys.executable, "-m", "nnlint", "--isolated", "--format", "concise",
+             f"{rel}/train.py", "--model", f"{rel}/model.py:Net",
+             "--select", "NN2,NN308", "--report", str(page)],
+            cwd=ROOT, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        return name, page
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(one, PROJECTS))
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_every_example_project_report_draws_every_chart(browser, project_reports, project):
+    page_file = project_reports[project]
+    text = page_file.read_text(encoding="utf-8")
+    assert 'class="missing"' not in text, re.findall(r'class="missing">([^<]*)', text)
+    screenshot = ARTIFACTS / f"nnlint-report-{project}.png"
+    drawn, problems = _render(browser, page_file, screenshot)
+    charts = {name for name, *_ in drawn}
+    assert charts >= LAYER_CHARTS, charts
+    if "×3×32×32" in text or "×1×28×28" in text:  # image inputs: the grid and the labels
+        assert {"images", "labels", "init-loss"} <= charts
+    _assert_drawn(drawn, problems, screenshot)
+
+
+def test_a_non_finite_model_says_what_it_could_not_draw(tmp_path: Path):
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x) * float("nan")
+
+    path = tmp_path / "r.html"
+    batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    nnlint.check(Broken(), batch=batch, loss_fn=F.cross_entropy, report=str(path))
+    page = path.read_text(encoding="utf-8")
+    assert "The update/weight ratio is not drawn" in page
+    assert "The gradient flow is not drawn" in page
 
 
 def _nnlint(tmp: Path, *args: str) -> subprocess.CompletedProcess:

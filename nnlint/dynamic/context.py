@@ -85,6 +85,9 @@ class DynamicContext:
         self._passes: SharedPasses | None = None
         self._trainer = Trainer(self)
         self._copies = Copies(self.model)
+        # What checks measured that the report draws (`nnlint.dynamic.stats`), so it
+        # need not measure it again; shared with the views of checks run alongside.
+        self.measured: dict[str, Any] = {}
 
     def alongside(self) -> DynamicContext:
         """A view of this context for a check running in a worker thread: its own

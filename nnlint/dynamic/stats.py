@@ -86,8 +86,8 @@ def _image(img: torch.Tensor) -> list:
 
 
 def _outputs(ctx: DynamicContext) -> int | None:
-    with torch.no_grad():
-        out = main_output(ctx.run(ctx.fresh(train=False)))
+    """The model's number of outputs (classes), from the shared forward's output."""
+    out = main_output(ctx.passes().output)
     if out is None or out.dim() < 2 or not out.is_floating_point():
         return None
     return int(out.shape[-1] if ctx.loss is None or ctx.loss.name == "model" else out.shape[1])
@@ -163,6 +163,17 @@ def _layers(ctx: DynamicContext) -> list[dict[str, Any]]:
 def _overfit(ctx: DynamicContext, steps: int) -> dict[str, Any]:
     if ctx.loss is None:
         raise ValueError("no loss: pass loss_fn, --loss or --task")
+    done = ctx.measured.get("overfit")
+    if done is not None and done["losses"]:  # cannot-overfit's own run, to its target
+        _, described, _ = ctx.optimizer_for(ctx.model)
+        losses = [_float(v) for v in done["losses"]]
+        return {
+            "losses": losses,
+            "target": _float(done["target"]),
+            "optimizer": described,
+            "samples": done["samples"],
+            "init": _init(ctx, _init_loss(ctx)),
+        }
     model = ctx.fresh(train=True, dropout=False)
     optimizer, described, _ = ctx.optimizer_for(model)
     losses = []
@@ -178,6 +189,12 @@ def _overfit(ctx: DynamicContext, steps: int) -> dict[str, Any]:
     start = losses[0] if losses else None
     target = 0.5 * start if start is not None else None  # cannot-overfit's default target
     return {"losses": losses, "target": target, "optimizer": described, "init": _init(ctx, start)}
+
+
+def _init_loss(ctx: DynamicContext) -> float | None:
+    """The loss at init on the whole batch, from the shared forward the checks made."""
+    loss = ctx.passes().loss
+    return loss if loss is not None and math.isfinite(loss) else None
 
 
 def _init(ctx: DynamicContext, measured: float | None) -> dict[str, Any] | None:
