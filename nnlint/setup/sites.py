@@ -288,6 +288,22 @@ def definition(obj: Any) -> tuple[str, int] | None:
         return None
 
 
+def is_library_file(path: str) -> bool:
+    """True for a real file of torch, an installed package or the standard library;
+    False for the user's files and nnlint's placeholders (`<model>`)."""
+    return (
+        os.path.isabs(path)
+        and not os.path.basename(path).startswith("<")
+        and not is_user_file(path)
+    )
+
+
+def calling_site(frame: FrameType | None) -> Site | None:
+    """The innermost user frame at or above `frame` (the line that called nnlint), if any."""
+    found = user_frame(frame)
+    return Site(found.f_code.co_filename, found.f_lineno) if found is not None else None
+
+
 def user_site(site: Site | None, default: Site) -> Site:
     """`site` when it lies in the user's code, else `default`: findings never point into a library."""
     return site if site is not None and is_user_file(site.path) else default
