@@ -1031,7 +1031,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--planted-from",
         metavar="JSON",
-        help="plant into models that ran in under 15 s in this earlier --json output",
+        action="append",
+        default=[],
+        help="leave out of the planted table the models that failed or took --planted-under "
+        "seconds or more in this earlier --json output (repeatable)",
+    )
+    parser.add_argument(
+        "--planted-under", type=float, default=15.0, help="see --planted-from (default 15)"
     )
     parser.add_argument(
         "--plant", action="append", default=[], choices=list(PLANTS), help="only these categories"
@@ -1088,15 +1094,21 @@ def main(argv=None) -> int:
             if healthy
             else entries
         )
-        if args.planted_from:
-            with open(args.planted_from, encoding="utf-8") as f:
-                fast = {r["name"] for r in json.load(f)["healthy"] if r.get("seconds", 99) < 15}
-            ok = [e for e in ok if e.name in fast]
+        slow = set()
+        for earlier in args.planted_from:
+            with open(earlier, encoding="utf-8") as f:
+                slow |= {
+                    r["name"]
+                    for r in json.load(f)["healthy"]
+                    if r.get("seconds", math.inf) >= args.planted_under
+                }
+        ok = [e for e in ok if e.name not in slow]
         chosen = _spread(ok, args.planted)
-        for plant, (_, codes, _) in PLANTS.items():
-            if args.plant and plant not in args.plant:
-                continue
-            for entry in chosen:
+        # Model by model, every category on each: a run cut short still covers them all.
+        for entry in chosen:
+            for plant, (_, codes, _) in PLANTS.items():
+                if args.plant and plant not in args.plant:
+                    continue
                 r = run_isolated(entry, plant, sorted(codes), args.limit)
                 r["plant"] = plant
                 if "skipped" not in r:
