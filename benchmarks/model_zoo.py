@@ -1043,7 +1043,16 @@ def main(argv=None) -> int:
         "--plant", action="append", default=[], choices=list(PLANTS), help="only these categories"
     )
     parser.add_argument("--list", action="store_true", help="print the zoo and exit")
+    parser.add_argument(
+        "--summarize",
+        metavar="JSON",
+        action="append",
+        default=[],
+        help="print the tables of earlier --json outputs (runs in pieces) and exit; repeatable",
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize, sys.stdout)
 
     entries = zoo(args.source or ["classic", "torchvision", "transformers", "timm"])
     if args.quick:
@@ -1122,6 +1131,28 @@ def main(argv=None) -> int:
         _print_planted(planted, out)
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s", file=out)
     save()
+    return 0
+
+
+def summarize(paths, out) -> int:
+    """The healthy and planted tables over several --json outputs; a model's last record wins."""
+    healthy, planted = {}, {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        healthy.update((r["name"], r) for r in data["healthy"])
+        planted.update(((r["plant"], r["name"]), r) for r in data["planted"])
+    for r in healthy.values():
+        if "findings" not in r or any(f["severity"] in ("warning", "error") for f in r["findings"]):
+            _print_model(r, out)
+    timeouts = [r["name"] for r in healthy.values() if "timeout" in r.get("error", "")]
+    if healthy:
+        _print_healthy(list(healthy.values()), out)
+        print(f"  timeouts ({len(timeouts)}): {', '.join(timeouts) or 'none'}", file=out)
+    if planted:
+        models = {name for _, name in planted}
+        print(f"\nplanted: {len(planted)} runs over {len(models)} models", file=out)
+        _print_planted(list(planted.values()), out)
     return 0
 
 

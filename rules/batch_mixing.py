@@ -15,7 +15,9 @@ class BatchMixing(DynamicRule):
     random weights on sample 0's output: the other samples' inputs must get
     no gradient. Names the first module whose output mixes samples.
     Train-mode BatchNorm mixes by design; it runs in eval mode here, so it is
-    not flagged.
+    not flagged. Behind a zero-initialised layer (a residual branch's last
+    BatchNorm gamma at zero) the forward is looked at again after a few real
+    optimizer steps of a copy.
 
     ## Why is this bad?
     A `view` or `reshape` where a `permute` was meant, attention over the
@@ -67,10 +69,8 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
     )
 
     def check(self, ctx) -> Iterator[Finding]:
-        import torch
-
         from nnlint.dynamic import probes
-        from nnlint.dynamic.context import Skip, rounded
+        from nnlint.dynamic.context import Skip
 
         args, kwargs, n = ctx.args, ctx.kwargs, ctx.batch_size
         if not probes.input_names(args, kwargs):
@@ -86,11 +86,37 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
                     changed_args, changed_kwargs, key, probes.perturb_sample(x, gen)
                 )
         model = ctx.fresh(train=False)
+        changed = (changed_args, changed_kwargs)
+        found = self._forward(ctx, model, (args, kwargs), changed, n)
+        if found is None:
+            found = next(iter(self._backward(ctx, model, args, kwargs, n, gen)), None)
+        if found is None and ctx.loss is not None and _blocked_at_init(ctx):
+            # A zero-initialised layer (a residual branch's last BatchNorm gamma) hides
+            # what lies behind it at init; look again after a few real steps.
+            seen: dict[int, Finding | None] = {}  # steps -> the finding there
+
+            def at(t) -> Finding | None:
+                if t.steps not in seen:
+                    model = ctx.set_mode(t.model, train=False)
+                    seen[t.steps] = self._forward(ctx, model, (args, kwargs), changed, n)
+                return seen[t.steps]
+
+            trained = ctx.trained(until=lambda t: at(t) is not None)
+            if trained.steps and not trained.diverged:
+                found = at(trained)
+        if found is not None:
+            yield found
+
+    def _forward(self, ctx, model, same, changed, n):
+        """The finding when a sample's output moves with sample 0's input, else None."""
+        import torch
+
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip, rounded
+
         with torch.no_grad():
-            out, before = probes.record(model, lambda: ctx.run(model, args, kwargs, same_rng=True))
-            out2, after = probes.record(
-                model, lambda: ctx.run(model, changed_args, changed_kwargs, same_rng=True)
-            )
+            out, before = probes.record(model, lambda: ctx.run(model, *same, same_rng=True))
+            out2, after = probes.record(model, lambda: ctx.run(model, *changed, same_rng=True))
         y, y2 = probes.main_output(out), probes.main_output(out2)
         if y is None or not y.dim() or y.shape[0] != n:
             raise Skip("the output has no batch dimension")
@@ -99,9 +125,8 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
             if diff:
                 name = probes.first_difference(before, after, slice(1, None))
                 where = f", first at `{name}`" if name else ""
-                yield ctx.report(self, name, sample=sample, diff=rounded(diff), where=where)
-                return
-        yield from self._backward(ctx, model, args, kwargs, n, gen)
+                return ctx.report(self, name, sample=sample, diff=rounded(diff), where=where)
+        return None
 
     def _backward(self, ctx, model, args, kwargs, n, gen):
         import torch
@@ -133,3 +158,10 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
                 diff=rounded(float(others.max()) / scale),
                 where=f" (input gradient reaches sample {sample})",
             )
+
+
+def _blocked_at_init(ctx) -> bool:
+    """Some trainable parameters get an exactly zero gradient at init: a zero-initialised
+    layer blocks what lies behind it."""
+    base = ctx.passes()
+    return any(g is not None and not g.any() for g in base.grads.values())
