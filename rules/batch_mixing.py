@@ -71,6 +71,7 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
     def check(self, ctx) -> Iterator[Finding]:
         from nnlint.dynamic import probes
         from nnlint.dynamic.context import Skip
+        from nnlint.dynamic.training import blocked_at_init, found_after_steps
 
         args, kwargs, n = ctx.args, ctx.kwargs, ctx.batch_size
         if not probes.input_names(args, kwargs):
@@ -90,20 +91,11 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
         found = self._forward(ctx, model, (args, kwargs), changed, n)
         if found is None:
             found = next(iter(self._backward(ctx, model, args, kwargs, n, gen)), None)
-        if found is None and ctx.loss is not None and _blocked_at_init(ctx):
+        if found is None and blocked_at_init(ctx):
             # A zero-initialised layer (a residual branch's last BatchNorm gamma) hides
             # what lies behind it at init; look again after a few real steps.
-            seen: dict[int, Finding | None] = {}  # steps -> the finding there
-
-            def at(t) -> Finding | None:
-                if t.steps not in seen:
-                    model = ctx.set_mode(t.model, train=False)
-                    seen[t.steps] = self._forward(ctx, model, (args, kwargs), changed, n)
-                return seen[t.steps]
-
-            trained = ctx.trained(until=lambda t: at(t) is not None)
-            if trained.steps and not trained.diverged:
-                found = at(trained)
+            same = (args, kwargs)
+            found = found_after_steps(ctx, lambda m: self._forward(ctx, m, same, changed, n))
         if found is not None:
             yield found
 
@@ -158,10 +150,3 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
                 diff=rounded(float(others.max()) / scale),
                 where=f" (input gradient reaches sample {sample})",
             )
-
-
-def _blocked_at_init(ctx) -> bool:
-    """Some trainable parameters get an exactly zero gradient at init: a zero-initialised
-    layer blocks what lies behind it."""
-    base = ctx.passes()
-    return any(g is not None and not g.any() for g in base.grads.values())

@@ -1,4 +1,5 @@
-"""batch-mixing behind a zero-initialised residual BatchNorm (zero_init_residual)."""
+"""Bugs behind a zero-initialised residual BatchNorm (zero_init_residual): batch-mixing
+and randomness left on in eval mode are judged again after a few real steps."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import nnlint
 class MixingBlock(nn.Module):
     """A residual block whose last BatchNorm gamma starts at zero; `mix` adds the batch mean."""
 
-    def __init__(self, channels, mix):
+    def __init__(self, channels, mix, noise=False):
         super().__init__()
-        self.mix = mix
+        self.mix, self.noise = mix, noise
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
@@ -25,28 +26,30 @@ class MixingBlock(nn.Module):
         h = F.relu(self.bn1(self.conv1(x)))
         if self.mix:
             h = h + h.mean(0, keepdim=True)
+        if self.noise:
+            h = F.dropout(h, 0.5, training=True)
         return F.relu(x + self.bn2(self.conv2(h)))
 
 
 class Net(nn.Module):
-    def __init__(self, mix):
+    def __init__(self, mix, noise=False):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.block = MixingBlock(8, mix)
+        self.block = MixingBlock(8, mix, noise)
         self.fc = nn.Linear(8, 4)
 
     def forward(self, x):
         return self.fc(self.block(self.stem(x)).mean((2, 3)))
 
 
-def _check(mix):
+def _check(mix, noise=False, select=("NN303",)):
     g = torch.Generator().manual_seed(0)
     batch = (torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 4, (8,), generator=g))
     return nnlint.check(
-        lambda: Net(mix),
+        lambda: Net(mix, noise),
         batch=batch,
         optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
-        select=["NN303"],
+        select=list(select),
     )
 
 
@@ -56,3 +59,12 @@ def test_mixing_behind_a_zero_gamma_is_found_after_a_step():
 
 def test_the_same_block_without_mixing_is_clean():
     assert _check(mix=False) == []
+
+
+def test_dropout_left_on_behind_a_zero_gamma_is_found_after_a_step():
+    found = _check(mix=False, noise=True, select=("NN313",))
+    assert [f.code for f in found] == ["NN313"]
+
+
+def test_the_same_block_without_noise_is_deterministic_in_eval():
+    assert _check(mix=False, select=("NN313",)) == []
