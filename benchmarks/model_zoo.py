@@ -1042,6 +1042,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--plant", action="append", default=[], choices=list(PLANTS), help="only these categories"
     )
+    parser.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        help="healthy table: only these rule codes (repeatable; default all)",
+    )
     parser.add_argument("--list", action="store_true", help="print the zoo and exit")
     parser.add_argument(
         "--summarize",
@@ -1092,7 +1098,7 @@ def main(argv=None) -> int:
 
     if not args.no_healthy:
         for entry in entries:
-            r = run_isolated(entry, None, None, args.limit)
+            r = run_isolated(entry, None, args.select or None, args.limit)
             healthy.append(r)
             _print_model(r, out)
             save()

@@ -282,7 +282,10 @@ def _placed(
     home = user_site(model_site, default)
     placed = []
     for f in findings:
-        if is_library_file(f.path):
+        if caller.site is not None and os.path.basename(f.path) == "<model>":
+            site = caller.site  # no line of the user's own: the one that called nnlint.check
+            f = dataclasses.replace(f, path=display_path(Path(site.path), root), line=site.line)
+        elif is_library_file(f.path):
             note = f"in {short_path(f.path)}:{f.line}"
             path = display_path(Path(home.path), root)
             f = dataclasses.replace(

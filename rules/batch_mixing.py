@@ -13,7 +13,8 @@ class BatchMixing(DynamicRule):
     In eval mode, changes only sample 0 of the batch and runs the same batch
     again: every other sample's output must stay the same. Then backpropagates
     random weights on sample 0's output: the other samples' inputs must get
-    no gradient. Names the first module whose output mixes samples.
+    no gradient (for token ids, at the output of the embeddings that read
+    them). Names the first module whose output mixes samples.
     Train-mode BatchNorm mixes by design; it runs in eval mode here, so it is
     not flagged. Behind a zero-initialised layer (a residual branch's last
     BatchNorm gamma at zero) the forward is looked at again after a few real
@@ -128,21 +129,42 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
 
         key = probes.primary_key(args, kwargs)
         x = probes.get_input(args, kwargs, key)
-        if not x.is_floating_point():
-            return
-        x = x.detach().clone().requires_grad_(True)
-        args, kwargs = probes.with_input(args, kwargs, key, x)
-        y = probes.main_output(ctx.run(model, args, kwargs, same_rng=True))
-        if y is None or not y.requires_grad:
+        leaves: list = []  # where the gradient is taken: the input, or its embeddings
+        handles = []
+        if x.is_floating_point():
+            x = x.detach().clone().requires_grad_(True)
+            args, kwargs = probes.with_input(args, kwargs, key, x)
+            leaves.append(x)
+        else:
+            # Token ids: at what the embeddings make of a batch of them, (n, ...) ids in.
+            def leaf(_module, inputs, out):
+                ids = inputs[0] if inputs else None
+                batched = isinstance(ids, torch.Tensor) and ids.dim() >= 2 and ids.shape[0] == n
+                if batched and isinstance(out, torch.Tensor) and out.is_floating_point():
+                    out = out.detach().requires_grad_(True)
+                    leaves.append(out)
+                    return out
+                return None
+
+            embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+            handles = [m.register_forward_hook(leaf) for m in embeddings]
+        try:
+            y = probes.main_output(ctx.run(model, args, kwargs, same_rng=True))
+        finally:
+            for handle in handles:
+                handle.remove()
+        if y is None or not y.requires_grad or not leaves:
             return
         weights = torch.randn(y[0].shape, generator=gen).to(y.device, y.dtype)
-        (weights * y[0]).sum().backward()
-        if x.grad is None:
+        grads = torch.autograd.grad((weights * y[0]).sum(), leaves, allow_unused=True)
+        grads = [g for g in grads if g is not None]
+        if not grads:
             return
-        others = x.grad[1:].abs()
+        grad = max(grads, key=lambda g: float(g[1:].abs().max()) if len(g) > 1 else 0.0)
+        others = grad[1:].abs()
         if others.numel() and others.max() > 0:
             sample = int(others.reshape(n - 1, -1).amax(1).argmax()) + 1
-            scale = float(x.grad[0].abs().max()) or 1.0
+            scale = float(grad[0].abs().max()) or 1.0
             yield ctx.report(
                 self,
                 None,

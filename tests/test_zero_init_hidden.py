@@ -68,3 +68,34 @@ def test_dropout_left_on_behind_a_zero_gamma_is_found_after_a_step():
 
 def test_the_same_block_without_noise_is_deterministic_in_eval():
     assert _check(mix=False, select=("NN313",)) == []
+
+
+class FaintTokenMixer(nn.Module):
+    """Token ids in; a batch mean too faint to move the output at init (as a key
+    projection's is behind near-uniform attention) mixes the samples."""
+
+    def __init__(self, mix):
+        super().__init__()
+        self.mix = mix
+        self.emb = nn.Embedding(32, 8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, tokens):
+        h = self.emb(tokens)
+        if self.mix:
+            h = h + 1e-7 * h.mean(0, keepdim=True)
+        return self.fc(h.mean(1))
+
+
+def _tokens_check(mix):
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randint(0, 32, (8, 6), generator=g), torch.randint(0, 4, (8,), generator=g))
+    return nnlint.check(lambda: FaintTokenMixer(mix), batch=batch, select=["NN303"])
+
+
+def test_faint_mixing_of_token_models_is_found_through_the_embeddings():
+    assert [f.code for f in _tokens_check(mix=True)] == ["NN303"]
+
+
+def test_a_token_model_without_mixing_is_clean():
+    assert _tokens_check(mix=False) == []
