@@ -861,7 +861,7 @@ def run_case(entry: Entry, plant: str | None, select) -> dict:
         "build_s": round(built, 2),
         "seconds": round(time.perf_counter() - start, 2),
         "findings": [
-            {"code": f.code, "severity": str(f.severity), "message": f.message, "path": os.path.basename(f.path), "line": f.line}
+            {"code": f.code, "severity": str(f.severity), "message": f.message, "path": os.path.basename(f.path), "line": f.line, "note": f.note}
             for f in findings
         ],
     }  # fmt: skip
@@ -939,6 +939,8 @@ def _print_model(r, out):
             f"    {f['code']} {f['severity']:7s} {f['path']}:{f['line']} {f['message'][:200]}",
             file=out,
         )
+        if f.get("note"):
+            print(f"        note: {f['note'][:300]}", file=out)
     out.flush()
 
 
