@@ -96,7 +96,11 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
             # A zero-initialised layer (a residual branch's last BatchNorm gamma) hides
             # what lies behind it at init; look again after a few real steps.
             same = (args, kwargs)
-            found = found_after_steps(ctx, lambda m: self._forward(ctx, m, same, changed, n))
+            found = found_after_steps(
+                ctx,
+                lambda m: self._forward(ctx, m, same, changed, n)
+                or next(iter(self._backward(ctx, m, args, kwargs, n, gen)), None),
+            )
         if found is not None:
             yield found
 
