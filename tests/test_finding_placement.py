@@ -78,3 +78,26 @@ def test_a_finding_never_points_into_site_packages(tmp_path, monkeypatch):
     assert "site-packages" not in finding.path
     assert finding.path.endswith("test_finding_placement.py") and finding.line == line
     assert "zoolib_placement/__init__.py" in finding.note
+
+
+def test_an_installed_package_is_a_package_where_the_stdlib_folder_holds_it(tmp_path, monkeypatch):
+    # In a venv, sysconfig's platstdlib is the venv's lib folder, which holds its
+    # site-packages: an error raised in an installed model is still the model's.
+    from nnlint.setup import sites
+
+    lib = tmp_path / "venv" / "lib" / "python3"
+    package = lib / "site-packages" / "zoolib_raises"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("def boom():\n    raise ValueError('x')\n")
+    monkeypatch.setattr(sites, "_LIBRARY_DIRS", (*sites._LIBRARY_DIRS, str(lib)))
+    monkeypatch.setattr(sites, "_file_kinds", {})
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.delitem(sys.modules, "zoolib_raises", raising=False)
+    import zoolib_raises
+
+    try:
+        zoolib_raises.boom()
+    except ValueError as exc:
+        frame = exc.__traceback__.tb_next.tb_frame
+    assert frame.f_code.co_filename.endswith("zoolib_raises/__init__.py")
+    assert sites.frame_kind(frame) == sites.PACKAGE

@@ -126,7 +126,11 @@ def frame_kind(frame: FrameType) -> int:
             kind = NNLINT
         elif is_user_file(path):
             kind = USER
-        elif (torch_dir and path.startswith(torch_dir)) or path.startswith(_LIBRARY_DIRS):
+        elif torch_dir and path.startswith(torch_dir):
+            kind = TORCH
+        elif f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path:
+            kind = PACKAGE  # before the stdlib: a venv's platstdlib holds its site-packages
+        elif path.startswith(_LIBRARY_DIRS):
             kind = TORCH
         else:
             kind = PACKAGE
