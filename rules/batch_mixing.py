@@ -98,8 +98,10 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
             same = (args, kwargs)
             found = found_after_steps(
                 ctx,
-                lambda m: self._forward(ctx, m, same, changed, n)
-                or next(iter(self._backward(ctx, m, args, kwargs, n, gen)), None),
+                lambda m: (
+                    self._forward(ctx, m, same, changed, n)
+                    or next(iter(self._backward(ctx, m, args, kwargs, n, gen)), None)
+                ),
             )
         if found is not None:
             yield found
