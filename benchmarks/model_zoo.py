@@ -980,7 +980,7 @@ def run_case(entry: Entry, plant: str | None, select) -> dict:
         "build_s": round(built, 2),
         "seconds": round(time.perf_counter() - start, 2),
         "findings": [
-            {"code": f.code, "severity": str(f.severity), "message": f.message, "path": os.path.basename(f.path), "line": f.line}
+            {"code": f.code, "severity": str(f.severity), "message": f.message, "path": os.path.basename(f.path), "line": f.line, "note": f.note}
             for f in findings
         ],
     }  # fmt: skip
@@ -1058,6 +1058,8 @@ def _print_model(r, out):
             f"    {f['code']} {f['severity']:7s} {f['path']}:{f['line']} {f['message'][:200]}",
             file=out,
         )
+        if f.get("note"):
+            print(f"        note: {f['note'][:300]}", file=out)
     out.flush()
 
 
@@ -1088,11 +1090,17 @@ def _print_healthy(results, out):
 
 def _print_planted(results, out):
     table = defaultdict(lambda: [0, 0])
+    budget = []  # the check that should catch it ran past its budget: a timeout, not a miss
     for r in results:
         if "findings" not in r:
             continue
         codes = {f["code"] for f in r["findings"]}
         caught = bool(codes & PLANTS[r["plant"]][1])
+        if not caught and any(
+            f["code"] == "NN007" and "past its" in f["message"] for f in r["findings"]
+        ):
+            budget.append(f"{r['plant']}@{r['name']}")
+            continue
         table[r["plant"]][0] += caught
         table[r["plant"]][1] += 1
         if not caught:
@@ -1115,6 +1123,8 @@ def _print_planted(results, out):
             f"  {'all':18s} {total[0]:3d}/{total[1]:<3d} {100 * total[0] / total[1]:5.1f}%",
             file=out,
         )
+    if budget:
+        print(f"  {len(budget)} planted runs past a check's budget: {'; '.join(budget)}", file=out)
     errors = [r for r in results if "error" in r]
     if errors:
         print(
@@ -1150,13 +1160,34 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--planted-from",
         metavar="JSON",
-        help="plant into models that ran in under 15 s in this earlier --json output",
+        action="append",
+        default=[],
+        help="leave out of the planted table the models that failed or took --planted-under "
+        "seconds or more in this earlier --json output (repeatable)",
+    )
+    parser.add_argument(
+        "--planted-under", type=float, default=15.0, help="see --planted-from (default 15)"
     )
     parser.add_argument(
         "--plant", action="append", default=[], choices=list(PLANTS), help="only these categories"
     )
+    parser.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        help="healthy table: only these rule codes (repeatable; default all)",
+    )
     parser.add_argument("--list", action="store_true", help="print the zoo and exit")
+    parser.add_argument(
+        "--summarize",
+        metavar="JSON",
+        action="append",
+        default=[],
+        help="print the tables of earlier --json outputs (runs in pieces) and exit; repeatable",
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize, sys.stdout)
 
     entries = zoo(args.source or ["classic", "torchvision", "transformers", "timm"])
     if args.quick:
@@ -1196,7 +1227,7 @@ def main(argv=None) -> int:
 
     if not args.no_healthy:
         for entry in entries:
-            r = run_isolated(entry, None, None, args.limit)
+            r = run_isolated(entry, None, args.select or None, args.limit)
             healthy.append(r)
             _print_model(r, out)
             save()
@@ -1207,15 +1238,21 @@ def main(argv=None) -> int:
             if healthy
             else entries
         )
-        if args.planted_from:
-            with open(args.planted_from, encoding="utf-8") as f:
-                fast = {r["name"] for r in json.load(f)["healthy"] if r.get("seconds", 99) < 15}
-            ok = [e for e in ok if e.name in fast]
+        slow = set()
+        for earlier in args.planted_from:
+            with open(earlier, encoding="utf-8") as f:
+                slow |= {
+                    r["name"]
+                    for r in json.load(f)["healthy"]
+                    if r.get("seconds", math.inf) >= args.planted_under
+                }
+        ok = [e for e in ok if e.name not in slow]
         chosen = _spread(ok, args.planted)
-        for plant, (_, codes, _) in PLANTS.items():
-            if args.plant and plant not in args.plant:
-                continue
-            for entry in chosen:
+        # Model by model, every category on each: a run cut short still covers them all.
+        for entry in chosen:
+            for plant, (_, codes, _) in PLANTS.items():
+                if args.plant and plant not in args.plant:
+                    continue
                 r = run_isolated(entry, plant, sorted(codes), args.limit)
                 r["plant"] = plant
                 if "skipped" not in r:
@@ -1229,6 +1266,28 @@ def main(argv=None) -> int:
         _print_planted(planted, out)
     print(f"\ntotal wall time: {time.perf_counter() - start:.0f} s", file=out)
     save()
+    return 0
+
+
+def summarize(paths, out) -> int:
+    """The healthy and planted tables over several --json outputs; a model's last record wins."""
+    healthy, planted = {}, {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        healthy.update((r["name"], r) for r in data["healthy"])
+        planted.update(((r["plant"], r["name"]), r) for r in data["planted"])
+    for r in healthy.values():
+        if "findings" not in r or any(f["severity"] in ("warning", "error") for f in r["findings"]):
+            _print_model(r, out)
+    timeouts = [r["name"] for r in healthy.values() if "timeout" in r.get("error", "")]
+    if healthy:
+        _print_healthy(list(healthy.values()), out)
+        print(f"  timeouts ({len(timeouts)}): {', '.join(timeouts) or 'none'}", file=out)
+    if planted:
+        models = {name for _, name in planted}
+        print(f"\nplanted: {len(planted)} runs over {len(models)} models", file=out)
+        _print_planted(list(planted.values()), out)
     return 0
 
 

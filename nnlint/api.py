@@ -87,7 +87,7 @@ def check(
 
     from nnlint.engine import instantiate
     from nnlint.pipeline import CallerObjects, run_model_phases
-    from nnlint.setup.sites import recording
+    from nnlint.setup.sites import calling_site, recording
 
     config = _settings(settings)
     if config.report:
@@ -107,7 +107,8 @@ def check(
         with recording(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = model_or_factory()
-    caller = CallerObjects(model, batch, loss_fn, optimizer)
+    site = calling_site(sys._getframe(1))
+    caller = CallerObjects(model, batch, loss_fn, optimizer, site)
     timings: dict[str, float] = {}
     about: dict[str, Any] = {}
     findings = run_model_phases(config, rules, timings, caller, about)

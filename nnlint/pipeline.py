@@ -12,6 +12,7 @@ under the time bounds of `nnlint.setup.bounds`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import os
@@ -30,6 +31,7 @@ from nnlint.core.diagnostics import CheckSkipped, NoInputs, one_line
 from nnlint.core.errors import UsageError
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding, Phase
+from nnlint.core.merge import one_per_line
 from nnlint.dynamic.phase import dynamic_phase
 from nnlint.graph.phase import run_graph_phase
 from nnlint.script.losses import loss_kind, loss_kind_in_script, loss_kind_named
@@ -47,7 +49,14 @@ from nnlint.setup.load import (
 from nnlint.setup.preserve import global_rngs
 from nnlint.setup.resolve import resolve
 from nnlint.setup.sandbox import cache_dirs, guarded
-from nnlint.setup.sites import Site, raised_in, recording, user_site
+from nnlint.setup.sites import (
+    Site,
+    is_library_file,
+    raised_in,
+    recording,
+    short_path,
+    user_site,
+)
 from nnlint.setup.specs import LossSpec
 
 
@@ -59,6 +68,7 @@ class CallerObjects:
     batch: Any = None
     loss_fn: Any = None
     optimizer: Any = None
+    site: Site | None = None  # the user's line that called nnlint.check
 
 
 @contextlib.contextmanager
@@ -228,7 +238,7 @@ def _run_phases(
                         about["setup"] = script_run.setup
                     if script_run.stats:
                         about["stats"] = script_run.stats
-                    return findings + script_run.findings
+                    return _placed(findings + script_run.findings, settings, caller, model_site)
 
         start = time.perf_counter()
         with bounds.stage("importing and building the model", budget):
@@ -240,7 +250,7 @@ def _run_phases(
         if model_site is not None:
             bounds.located(display_path(Path(model_site.path), settings.root), model_site.line)
         if not any(r.kind in (Phase.GRAPH, Phase.DYNAMIC) for r in rules):
-            return findings
+            return _placed(findings, settings, caller, model_site)
         captured = script_run.batch if script_run is not None else None
 
         start = time.perf_counter()
@@ -260,7 +270,43 @@ def _run_phases(
             path, where.line, rule="graph and dynamic checks", reason=stop.reason
         )
         findings.append(note)
-    return findings
+    return _placed(findings, settings, caller, model_site)
+
+
+def _placed(
+    findings: list[Finding], settings: Any, caller: CallerObjects, model_site: Site | None
+) -> list[Finding]:
+    """Findings that never point into a library, one per rule and line.
+
+    A finding at a line of torch or an installed package (a module a library's
+    helper built, a library model's class) moves to the model's line in the
+    user's code, else to the line that called `nnlint.check`, with the library's
+    line as a note; then the findings of one rule about modules built at one
+    line become one (`one_per_line`).
+    """
+    root = Path(settings.root)
+    default = caller.site or Site(str(root / "<model>"), 1)
+    home = user_site(model_site, default)
+    placed = []
+    for f in findings:
+        if caller.site is not None and os.path.basename(f.path) == "<model>":
+            site = caller.site  # no line of the user's own: the one that called nnlint.check
+            f = dataclasses.replace(f, path=display_path(Path(site.path), root), line=site.line)
+        elif is_library_file(f.path):
+            note = f"in {short_path(f.path)}:{f.line}"
+            path = display_path(Path(home.path), root)
+            f = dataclasses.replace(
+                f,
+                path=path,
+                line=home.line,
+                column=1,
+                end_line=None,
+                end_column=None,
+                note=f"{f.note}; {note}" if f.note else note,
+                fix=None,
+            )
+        placed.append(f)
+    return one_per_line(placed)
 
 
 def _with_run(error: str, script_run: Any) -> str:

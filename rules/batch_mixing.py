@@ -13,9 +13,12 @@ class BatchMixing(DynamicRule):
     In eval mode, changes only sample 0 of the batch and runs the same batch
     again: every other sample's output must stay the same. Then backpropagates
     random weights on sample 0's output: the other samples' inputs must get
-    no gradient. Names the first module whose output mixes samples.
+    no gradient (for token ids, at the output of the embeddings that read
+    them). Names the first module whose output mixes samples.
     Train-mode BatchNorm mixes by design; it runs in eval mode here, so it is
-    not flagged.
+    not flagged. Behind a zero-initialised layer (a residual branch's last
+    BatchNorm gamma at zero) the forward is looked at again after a few real
+    optimizer steps of a copy.
 
     ## Why is this bad?
     A `view` or `reshape` where a `permute` was meant, attention over the
@@ -67,10 +70,9 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
     )
 
     def check(self, ctx) -> Iterator[Finding]:
-        import torch
-
         from nnlint.dynamic import probes
-        from nnlint.dynamic.context import Skip, rounded
+        from nnlint.dynamic.context import Skip
+        from nnlint.dynamic.training import blocked_at_init, found_after_steps
 
         args, kwargs, n = ctx.args, ctx.kwargs, ctx.batch_size
         if not probes.input_names(args, kwargs):
@@ -86,11 +88,34 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
                     changed_args, changed_kwargs, key, probes.perturb_sample(x, gen)
                 )
         model = ctx.fresh(train=False)
-        with torch.no_grad():
-            out, before = probes.record(model, lambda: ctx.run(model, args, kwargs, same_rng=True))
-            out2, after = probes.record(
-                model, lambda: ctx.run(model, changed_args, changed_kwargs, same_rng=True)
+        changed = (changed_args, changed_kwargs)
+        found = self._forward(ctx, model, (args, kwargs), changed, n)
+        if found is None:
+            found = next(iter(self._backward(ctx, model, args, kwargs, n, gen)), None)
+        if found is None and blocked_at_init(ctx):
+            # A zero-initialised layer (a residual branch's last BatchNorm gamma) hides
+            # what lies behind it at init; look again after a few real steps.
+            same = (args, kwargs)
+            found = found_after_steps(
+                ctx,
+                lambda m: (
+                    self._forward(ctx, m, same, changed, n)
+                    or next(iter(self._backward(ctx, m, args, kwargs, n, gen)), None)
+                ),
             )
+        if found is not None:
+            yield found
+
+    def _forward(self, ctx, model, same, changed, n):
+        """The finding when a sample's output moves with sample 0's input, else None."""
+        import torch
+
+        from nnlint.dynamic import probes
+        from nnlint.dynamic.context import Skip, rounded
+
+        with torch.no_grad():
+            out, before = probes.record(model, lambda: ctx.run(model, *same, same_rng=True))
+            out2, after = probes.record(model, lambda: ctx.run(model, *changed, same_rng=True))
         y, y2 = probes.main_output(out), probes.main_output(out2)
         if y is None or not y.dim() or y.shape[0] != n:
             raise Skip("the output has no batch dimension")
@@ -99,9 +124,8 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
             if diff:
                 name = probes.first_difference(before, after, slice(1, None))
                 where = f", first at `{name}`" if name else ""
-                yield ctx.report(self, name, sample=sample, diff=rounded(diff), where=where)
-                return
-        yield from self._backward(ctx, model, args, kwargs, n, gen)
+                return ctx.report(self, name, sample=sample, diff=rounded(diff), where=where)
+        return None
 
     def _backward(self, ctx, model, args, kwargs, n, gen):
         import torch
@@ -111,21 +135,42 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
 
         key = probes.primary_key(args, kwargs)
         x = probes.get_input(args, kwargs, key)
-        if not x.is_floating_point():
-            return
-        x = x.detach().clone().requires_grad_(True)
-        args, kwargs = probes.with_input(args, kwargs, key, x)
-        y = probes.main_output(ctx.run(model, args, kwargs, same_rng=True))
-        if y is None or not y.requires_grad:
+        leaves: list = []  # where the gradient is taken: the input, or its embeddings
+        handles = []
+        if x.is_floating_point():
+            x = x.detach().clone().requires_grad_(True)
+            args, kwargs = probes.with_input(args, kwargs, key, x)
+            leaves.append(x)
+        else:
+            # Token ids: at what the embeddings make of a batch of them, (n, ...) ids in.
+            def leaf(_module, inputs, out):
+                ids = inputs[0] if inputs else None
+                batched = isinstance(ids, torch.Tensor) and ids.dim() >= 2 and ids.shape[0] == n
+                if batched and isinstance(out, torch.Tensor) and out.is_floating_point():
+                    out = out.detach().requires_grad_(True)
+                    leaves.append(out)
+                    return out
+                return None
+
+            embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+            handles = [m.register_forward_hook(leaf) for m in embeddings]
+        try:
+            y = probes.main_output(ctx.run(model, args, kwargs, same_rng=True))
+        finally:
+            for handle in handles:
+                handle.remove()
+        if y is None or not y.requires_grad or not leaves:
             return
         weights = torch.randn(y[0].shape, generator=gen).to(y.device, y.dtype)
-        (weights * y[0]).sum().backward()
-        if x.grad is None:
+        grads = torch.autograd.grad((weights * y[0]).sum(), leaves, allow_unused=True)
+        grads = [g for g in grads if g is not None]
+        if not grads:
             return
-        others = x.grad[1:].abs()
+        grad = max(grads, key=lambda g: float(g[1:].abs().max()) if len(g) > 1 else 0.0)
+        others = grad[1:].abs()
         if others.numel() and others.max() > 0:
             sample = int(others.reshape(n - 1, -1).amax(1).argmax()) + 1
-            scale = float(x.grad[0].abs().max()) or 1.0
+            scale = float(grad[0].abs().max()) or 1.0
             yield ctx.report(
                 self,
                 None,

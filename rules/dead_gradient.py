@@ -21,7 +21,10 @@ class DeadGradient(DynamicRule):
     reads are left to it, and when `dead-units` is on, those cut off by dead
     ReLU units (the layer before them, and the layer after them) are left to
     it; those it reads but that get no gradient (`.detach()`,
-    `.data`, an integer cast) are reported here.
+    `.data`, an integer cast) are reported here. A parameter with an exactly
+    zero gradient inside an installed library's module whose other own
+    parameters train is that library masking the term where the loss reads
+    (Funnel's position biases at the CLS token), and is not reported.
 
     ## Why is this bad?
     Those weights never train: a branch multiplied by zero, a `.detach()` or
@@ -88,6 +91,7 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
         trained = ctx.trained(until=lambda t: t.flowing.issuperset(suspects))
         dead = [n for n in suspects if n not in trained.flowing]
         cut = {n for n in dead if base.grads[n] is None and trained.grads.get(n) is None}
+        dead = [n for n in dead if n in cut or not _masked_in_library(ctx, n, trained.flowing)]
         unread = _never_read(ctx) & cut if cut else set()
         if "unused-parameters" in ctx.selected:
             dead = [n for n in dead if n not in unread]  # unused-parameters reports those
@@ -129,6 +133,24 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
             what="no gradient",
             hint="the loss does not require a gradient: check forward for .detach(), torch.no_grad(), .data or an integer cast on the way to the output",
         )
+
+
+def _masked_in_library(ctx, name: str, flowing: set[str]) -> bool:
+    """True when `name` gets an exactly zero (not a missing) gradient inside a module of
+    an installed library whose other own parameters train: the library multiplies that
+    term by a mask at the positions the loss reads (Funnel's relative-position and
+    segment biases are masked out at the CLS token, the only one its classifier
+    reads). That is the library's design, nothing the user can change."""
+    from nnlint.dynamic.context import module_of
+    from nnlint.setup.sites import definition, is_library_file
+
+    module = ctx.model.get_submodule(module_of(name))
+    found = definition(type(module))
+    if found is None or not is_library_file(found[0]):
+        return False
+    prefix = module_of(name)
+    own = [f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)]
+    return any(n in flowing for n in own if n != name)
 
 
 def _never_read(ctx) -> set[str]:

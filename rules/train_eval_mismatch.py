@@ -11,7 +11,9 @@ class TrainEvalMismatch(DynamicRule):
 
     ## What it does
     Runs the batch twice in eval mode under different seeds and names the
-    first module whose output differs between the runs.
+    first module whose output differs between the runs. Behind a
+    zero-initialised layer (a residual branch's last BatchNorm gamma at zero)
+    it looks again after a few real optimizer steps of a copy.
 
     ## Why is this bad?
     Randomness left on in eval mode (functional dropout with `training=True`,
@@ -65,18 +67,26 @@ batch = torch.randn(4, 8)
 
         from nnlint.dynamic import probes
         from nnlint.dynamic.context import SEED, reseed, rounded
+        from nnlint.dynamic.training import blocked_at_init, found_after_steps
 
-        model = ctx.fresh(train=False)
-        runs = []
-        for seed in (SEED, SEED + 1):
-            reseed(seed)
-            with torch.no_grad():
-                runs.append(probes.record(model, lambda: ctx.run(model)))
-        (out_a, rec_a), (out_b, rec_b) = runs
-        a, b = probes.main_output(out_a), probes.main_output(out_b)
-        diff = probes.differs(a, b) if a is not None and b is not None else 0.0
-        if diff:
+        def judge(model):
+            runs = []
+            for seed in (SEED, SEED + 1):
+                reseed(seed)
+                with torch.no_grad():
+                    runs.append(probes.record(model, lambda: ctx.run(model)))
+            (out_a, rec_a), (out_b, rec_b) = runs
+            a, b = probes.main_output(out_a), probes.main_output(out_b)
+            diff = probes.differs(a, b) if a is not None and b is not None else 0.0
+            if not diff:
+                return None
             module = probes.first_difference(rec_a, rec_b) or ""
-            yield ctx.report(
-                self, module or None, diff=rounded(diff), module=module or type(ctx.model).__name__
-            )
+            name = module or type(ctx.model).__name__
+            return ctx.report(self, module or None, diff=rounded(diff), module=name)
+
+        found = judge(ctx.fresh(train=False))
+        if found is None and blocked_at_init(ctx):
+            # Behind a zero-initialised layer the randomness shows only after training.
+            found = found_after_steps(ctx, judge)
+        if found is not None:
+            yield found

@@ -112,6 +112,29 @@ class Trainer:
         state.flowing.update(n for n, g in state.grads.items() if g is not None and g.any())
 
 
+def blocked_at_init(ctx: Any) -> bool:
+    """Some trainable parameters get an exactly zero gradient at init: a zero-initialised
+    layer (a residual branch's last BatchNorm gamma) blocks what lies behind it."""
+    if ctx.loss is None:
+        return False
+    return any(g is not None and not g.any() for g in ctx.passes().grads.values())
+
+
+def found_after_steps(ctx: Any, judge: Callable[[Any], Any]) -> Any:
+    """`judge(model)` on the trained copy in eval mode after each of a few real steps,
+    stopping at its first answer that is not None (None if it never gives one). For
+    checks whose problem a zero-initialised layer hides at init."""
+    seen: dict[int, Any] = {}
+
+    def at(t: TrainedPasses) -> Any:
+        if t.steps not in seen:
+            seen[t.steps] = judge(ctx.set_mode(t.model, train=False))
+        return seen[t.steps]
+
+    trained = ctx.trained(until=lambda t: at(t) is not None)
+    return at(trained) if trained.steps and not trained.diverged else None
+
+
 def _get_rng(cuda: list[int]) -> tuple[Any, list[tuple[int, Any]]]:
     return torch.get_rng_state(), [(d, torch.cuda.get_rng_state(d)) for d in cuda]
 

@@ -126,7 +126,11 @@ def frame_kind(frame: FrameType) -> int:
             kind = NNLINT
         elif is_user_file(path):
             kind = USER
-        elif (torch_dir and path.startswith(torch_dir)) or path.startswith(_LIBRARY_DIRS):
+        elif torch_dir and path.startswith(torch_dir):
+            kind = TORCH
+        elif f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path:
+            kind = PACKAGE  # before the stdlib: a venv's platstdlib holds its site-packages
+        elif path.startswith(_LIBRARY_DIRS):
             kind = TORCH
         else:
             kind = PACKAGE
@@ -286,6 +290,22 @@ def definition(obj: Any) -> tuple[str, int] | None:
         return path, inspect.getsourcelines(obj)[1]
     except (OSError, TypeError):
         return None
+
+
+def is_library_file(path: str) -> bool:
+    """True for a real file of torch, an installed package or the standard library;
+    False for the user's files and nnlint's placeholders (`<model>`)."""
+    return (
+        os.path.isabs(path)
+        and not os.path.basename(path).startswith("<")
+        and not is_user_file(path)
+    )
+
+
+def calling_site(frame: FrameType | None) -> Site | None:
+    """The innermost user frame at or above `frame` (the line that called nnlint), if any."""
+    found = user_frame(frame)
+    return Site(found.f_code.co_filename, found.f_lineno) if found is not None else None
 
 
 def user_site(site: Site | None, default: Site) -> Site:
