@@ -42,7 +42,7 @@ class WeightDecayOnNormAndBias(DynamicRule):
 
     code = "NN322"
     name = "weight-decay-on-norm-and-bias"
-    message = "weight decay {decay} applied to {count} {kind} ({names}); put {them} in a parameter group with `weight_decay=0.0`"
+    message = "weight decay {decay} applied to {what}; put {them} in a parameter group with `weight_decay=0.0`"
     severity = Severity.INFO
     default_enabled = False
     needs_finite = False  # the groups do not depend on the values
@@ -92,17 +92,22 @@ batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
                 if kind is not None and params[name].requires_grad:
                     found.setdefault(kind, []).append(name)
                     decays.setdefault(kind, set()).add(float(decay))
+        if not found:
+            return
+        parts, everything = [], set()
         for kind, names in found.items():
             shown = ", ".join(f"`{n}`" for n in names[:3]) + (", ..." if len(names) > 3 else "")
-            yield ctx.report(
-                self,
-                None,
-                decay="/".join(rounded(d) for d in sorted(decays[kind])),
-                count=len(names),
-                kind=kind if len(names) > 1 else _ONE[kind],
-                names=shown,
-                them="them" if len(names) > 1 else "it",
-            )
+            parts.append(f"{len(names)} {kind if len(names) > 1 else _ONE[kind]} ({shown})")
+            everything |= decays[kind]
+        count = sum(len(names) for names in found.values())
+        # One finding for the model: the fix is one change to how its groups are built.
+        yield ctx.report(
+            self,
+            None,
+            decay="/".join(rounded(d) for d in sorted(everything)),
+            what=", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1],
+            them="them" if count > 1 else "it",
+        )
 
 
 _ONE = {"biases": "bias", "norm weights": "norm weight", "embeddings": "embedding"}

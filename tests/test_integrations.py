@@ -353,10 +353,17 @@ def shell():
     pytest.importorskip("IPython")
     from IPython.core.interactiveshell import InteractiveShell
 
+    # IPython installs its own `__main__` module; multiprocessing's spawn, used by
+    # later tests, needs the real one back.
+    main = sys.modules["__main__"]
     ipython = InteractiveShell.instance()
     ipython.run_line_magic("load_ext", "nnlint")
-    yield ipython
-    ipython.user_ns.clear()
+    try:
+        yield ipython
+    finally:
+        ipython.user_ns.clear()
+        InteractiveShell.clear_instance()
+        sys.modules["__main__"] = main
 
 
 def test_line_magic_checks_a_model_of_the_kernel(shell):
