@@ -17,7 +17,8 @@ class InitLoss(DynamicRule):
     classes, near-uniform predictions after a default init) and with the
     entropy of the batch's labels (a final bias set from the label prior).
     A loss above ln C or below the label entropy by more than `tolerance`
-    (relative) is flagged. Binary losses are judged against ln 2. A loss
+    (relative) is flagged. Binary losses are judged against ln 2, unless they
+    weigh the samples (`pos_weight`, `weight`), which moves the loss at init. A loss
     nnlint had to guess (no target and nothing saying the task) is not judged.
 
     ## Why is this bad?
@@ -76,6 +77,11 @@ loss_fn = torch.nn.functional.cross_entropy
         if base.loss is None or not math.isfinite(base.loss):
             raise Skip("the loss at init is not finite (see non-finite)")
         if loss.name in _BINARY:
+            weighted = [k for k in ("pos_weight", "weight") if loss.kwargs.get(k) is not None]
+            if weighted:
+                raise Skip(
+                    f"the binary loss is weighted ({weighted[0]}): ln(2) is not its value at init"
+                )
             classes, labels = 2, None
             target = loss.target
             if target is not None and not loss.synthesized:
