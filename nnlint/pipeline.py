@@ -383,6 +383,7 @@ def _dynamic_here(
         path = display_path(Path(at.path), settings.root)
         return [NoInputs.make(path, at.line, reason=reason)]
     setup.real_batch = not batch.made_up
+    setup.shuffled = batch.shuffled
     about["setup"] = setup.describe()
     insights: dict[str, Any] = {}
     found = dynamic_phase(setup, rules, settings, site, timings, insights)

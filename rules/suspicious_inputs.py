@@ -25,7 +25,8 @@ class SuspiciousInputs(DynamicRule):
       a negative label other than `ignore_index`), or binary-loss targets
       outside [0, 1] (masks stored as 0/255);
     * every label of the batch the same class (at least `min_labels` labels, 3
-      or more outputs): a loader over a dataset sorted by class.
+      or more outputs) from a training script's DataLoader that reads in order:
+      a dataset sorted by class, never shuffled.
 
     ## Why is this bad?
     Each one trains without an error and the loss moves a little, so the bug
@@ -49,9 +50,10 @@ class SuspiciousInputs(DynamicRule):
 
     ## Known problems
     A model that normalises its input itself is judged by what its first
-    convolution receives, so `x / 255` in `forward` is fine. One batch of a
-    dataset with one rare class can hold a single class by chance; only
-    batches of `min_labels` labels or more over three or more classes are judged.
+    convolution receives, so `x / 255` in `forward` is fine. A shuffled batch
+    of an imbalanced dataset can hold a single class by chance, so labels of
+    one class are judged only when nnlint saw the training script's DataLoader
+    read without shuffling; a batch handed to `nnlint.check` is not judged so.
     """
 
     code = "NN316"
@@ -65,6 +67,15 @@ class SuspiciousInputs(DynamicRule):
     }
 
     valid = (
+        """
+import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
+# one class in a batch handed over directly may be chance (a shuffled, imbalanced
+# dataset): judged only from a training script's loader seen reading in order
+batch = (torch.randn(32, 8), torch.full((32,), 3))
+loss_fn = torch.nn.functional.cross_entropy
+""",
         """
 import torch
 torch.manual_seed(0)
@@ -108,13 +119,6 @@ import torch
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
 batch = (torch.randn(16, 8), torch.randint(1, 11, (16,)))  # labels 1..10, outputs 0..9
-loss_fn = torch.nn.functional.cross_entropy
-""",
-        """
-import torch
-torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))
-batch = (torch.randn(32, 8), torch.full((32,), 3))  # a loader over data sorted by class
 loss_fn = torch.nn.functional.cross_entropy
 """,
         """
@@ -272,6 +276,7 @@ loss_fn = torch.nn.functional.cross_entropy
         elif (
             target.dim() == 1
             and kept.numel() >= self.settings["min_labels"]
+            and ctx.setup.shuffled is False
             and classes >= 3
             and low == high
         ):

@@ -172,3 +172,71 @@ def test_channels_last_images_get_a_word_in_the_forwards_error():
 
     assert "look channels-last" in no_input(torch.rand(4, 16, 16, 3))
     assert "channels-last" not in no_input(torch.rand(4, 5, 16, 16))  # just the wrong count
+
+
+ONE_CLASS_SCRIPT = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+torch.manual_seed(0)
+# 97% of class 0: a shuffled batch of 32 is often all class 0 by chance
+labels = torch.cat([torch.zeros(970, dtype=torch.long), torch.ones(20, dtype=torch.long),
+                    torch.full((10,), 2)])
+data = TensorDataset(torch.randn(1000, 8), labels)
+loader = DataLoader(data, batch_size=32, SHUFFLE)
+
+
+def make_model():
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+model = make_model()
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in loader:
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+"""
+
+
+@pytest.mark.parametrize(
+    ("shuffle", "expected"),
+    [("shuffle=False", ["NN316"]), ("shuffle=True", []), ("sampler=list(range(1000))", [])],
+)
+def test_one_class_batches_are_judged_only_from_a_loader_reading_in_order(
+    tmp_path, shuffle, expected
+):
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(ONE_CLASS_SCRIPT.replace("SHUFFLE", shuffle))
+    if shuffle == "shuffle=True":
+        # this seed's first shuffled batch holds one class, as the in-order one does
+        script.write_text(script.read_text().replace("manual_seed(0)", "manual_seed(1)"))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nnlint",
+            "--isolated",
+            "--no-cache",
+            "--format",
+            "json",
+            "--select",
+            "NN316",
+            "train.py",
+            "--model",
+            "train.py:make_model",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode in (0, 1), run.stderr
+    found = [f["code"] for f in json.loads(run.stdout)["findings"] if f["code"] == "NN316"]
+    assert found == expected, run.stdout

@@ -37,7 +37,9 @@ from nnlint.capture.cuda import CudaOnCpu, cuda_fallback
 from nnlint.capture.intercept import (
     State,
     StepReached,
+    drawn_at_random,
     patch_backward,
+    patch_loaders,
     patch_losses,
     patch_model,
     stop_at_first_step,
@@ -128,6 +130,7 @@ def _run_script(
     os.environ["TMPDIR"] = sandbox
     patch_model(TargetSpec.parse(settings.model), str(script), state)
     patch_losses(state)
+    patch_loaders(state)
     patch_backward(state)
     if not (protection.copy_on_write and "landlock" in protection.layers):
         # the kernel holds only part of the line: refuse in Python what it does not
@@ -216,12 +219,13 @@ def _setup(state: State, settings: Any) -> Setup | None:
     setup = resolve(model, tuple(args), dict(kwargs), None, None, None, settings, loss=loss)
     setup.optimizer = OptimizerSpec.from_optimizer(state.optimizer, model)
     setup.real_batch = True  # the batch the script trained on
+    setup.shuffled = drawn_at_random(state.loaders[-1]) if state.loaders else None
     return setup
 
 
 def _picklable(setup: Setup) -> Any:
     target = setup.loss.target if setup.loss is not None else None
-    batch = Batch(setup.args, setup.kwargs, "training script", target)
+    batch = Batch(setup.args, setup.kwargs, "training script", target, shuffled=setup.shuffled)
     try:
         pickle.dumps(batch)
     except Exception:

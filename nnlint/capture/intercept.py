@@ -45,6 +45,7 @@ class State:
         self.losses: list[tuple] = []
         self.backward: Any = None
         self.optimizer: Any = None
+        self.loaders: list[Any] = []  # DataLoaders the script iterated, in that order
         self.depth = 0
         self.undo: list[Any] = []
         self.guard: Any = None
@@ -170,6 +171,48 @@ def patch_losses(state: State) -> None:
 
         setattr(F, name, functools.wraps(original)(wrapper))
         state.undo.append(lambda n=name, o=original: setattr(F, n, o))
+
+
+def patch_loaders(state: State) -> None:
+    """Note each DataLoader the script starts iterating: the last one gave the batch."""
+    from torch.utils.data import DataLoader
+
+    original = DataLoader.__iter__
+
+    def iterate(self: Any) -> Any:
+        state.loaders.append(self)
+        return original(self)
+
+    DataLoader.__iter__ = iterate
+    state.undo.append(lambda: setattr(DataLoader, "__iter__", original))
+
+
+def drawn_at_random(loader: Any) -> bool | None:
+    """Whether `loader` draws its samples in random order; None when its sampler is
+    one nnlint does not know (a custom sampler or batch sampler, an iterable dataset)."""
+    from torch.utils.data import (
+        BatchSampler,
+        IterableDataset,
+        RandomSampler,
+        SequentialSampler,
+        SubsetRandomSampler,
+        WeightedRandomSampler,
+    )
+    from torch.utils.data.distributed import DistributedSampler
+
+    if loader is None or isinstance(getattr(loader, "dataset", None), IterableDataset):
+        return None
+    sampler = getattr(loader, "batch_sampler", None)
+    if sampler is not None and not isinstance(sampler, BatchSampler):
+        return None
+    sampler = sampler.sampler if sampler is not None else getattr(loader, "sampler", None)
+    if isinstance(sampler, RandomSampler | SubsetRandomSampler | WeightedRandomSampler):
+        return True
+    if isinstance(sampler, DistributedSampler):
+        return bool(sampler.shuffle)
+    if type(sampler) is SequentialSampler:
+        return False
+    return None
 
 
 def patch_backward(state: State) -> None:

@@ -48,6 +48,7 @@ class Batch:
     origin: str = ""
     target: Any = None
     made_up: bool = False  # nnlint's own inputs (synthesized, `--input-shape`, the model's example)
+    shuffled: bool | None = None  # drawn by a loader in random order; None: not known
 
 
 # torch's words when a conv gets images whose channels are last: (N, H, W, C) for C channels

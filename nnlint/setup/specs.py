@@ -166,6 +166,10 @@ class Setup:
     # The batch is the user's data (the training script's, `--data`, the batch given
     # to `nnlint.check`), not inputs nnlint made up: checks that judge the data need it.
     real_batch: bool = False
+    # Whether the DataLoader that gave the batch draws in random order (None: not known,
+    # as for a batch handed to `nnlint.check`): one batch of one class means little
+    # when it may be chance.
+    shuffled: bool | None = None
 
     def describe(self) -> dict[str, str | None]:
         """The task and the loss the checks use, and what chose each, for `--verbose`
