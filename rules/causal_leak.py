@@ -17,7 +17,8 @@ class CausalLeak(DynamicRule):
     splits in train mode at batch size 1 with seeded dropout, which exposes
     leaks through batch statistics over time and masks applied only in eval
     mode. Reported when the task is causal (`--task causal-lm`, an HF causal
-    LM, next-token targets) or when the model is causal at some positions only.
+    LM, next-token targets) or, when no real targets say otherwise, when the
+    model is causal at some positions only (a mask off by one).
 
     ## Why is this bad?
     A model that sees the token it must predict reaches a near-zero training
@@ -111,7 +112,11 @@ batch = (tokens[:, :-1], tokens[:, 1:])
             leaks = self._train_probe(ctx, args, kwargs, key, splits, gen)
             mode = " in train mode at batch size 1"
         causal_task = ctx.task == "causal-lm"
-        if leaks and (causal_task or len(leaks) < len(splits)):
+        # A model that sees the future at some positions only is a broken mask, unless
+        # the real targets are per-position labels that are not next tokens (a tagger):
+        # a bidirectional model may well leave the last positions alone.
+        labelled = ctx.loss is not None and not ctx.loss.synthesized and ctx.loss.target is not None
+        if leaks and (causal_task or (len(leaks) < len(splits) and not labelled)):
             hint = "mask attention to positions <= t (check the mask's size and offset)"
             yield ctx.report(self, None, pos=min(leaks), length=length, mode=mode, hint=hint)
 

@@ -16,7 +16,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
+F = torch.nn.functional
 
+import nnlint  # noqa: E402
 from nnlint.setup.task import infer_task  # noqa: E402
 
 
@@ -120,3 +122,32 @@ def test_verbose_and_the_json_summary_name_the_task_and_the_loss(tmp_path: Path)
     assert "nnlint: task causal-lm (from next-token targets); loss cross_entropy" in result.stderr
     codes = [f["code"] for f in json.loads(result.stdout)["findings"]]
     assert codes == ["NN304"], result.stdout
+
+
+class BiTagger(nn.Module):
+    """A bidirectional LSTM tagger: each position's tag may read the whole sentence."""
+
+    def __init__(self, vocab=50, tags=5, dim=16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim, padding_idx=0)
+        self.lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * dim, tags)
+
+    def forward(self, tokens):
+        return F.log_softmax(self.out(self.lstm(self.emb(tokens))[0]), dim=-1)
+
+
+def test_a_bidirectional_tagger_with_real_tags_is_no_causal_leak():
+    from torch.nn.utils.rnn import pad_sequence
+
+    torch.manual_seed(0)
+    sentences = [torch.randint(1, 50, (int(torch.randint(5, 30, (1,))),)) for _ in range(16)]
+    tokens = pad_sequence(sentences, batch_first=True, padding_value=0)
+    tags = [torch.randint(0, 5, s.shape) for s in sentences]
+    tags = pad_sequence(tags, batch_first=True, padding_value=-100)
+
+    def loss_fn(logp, t):
+        return F.nll_loss(logp.reshape(-1, 5), t.reshape(-1), ignore_index=-100)
+
+    found = nnlint.check(BiTagger(), batch=(tokens, tags), loss_fn=loss_fn, select=["NN304"])
+    assert [f.code for f in found] == []
