@@ -290,3 +290,49 @@ def test_accelerate_gives_the_unwrapped_optimizer(tmp_path):
     rc, report, _ = lint(tmp_path, {"train.py": ACCELERATE}, "--model", "train.py:Net")
     assert not of(report, "NN006"), report["findings"]
     assert of(report, "NN102") and of(report, "NN308"), report["findings"]
+
+
+SWITCHED_LOSS = """
+import argparse
+
+import torch
+from torch import nn
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--loss", default="logits", choices=["logits", "probs"])
+args = parser.parse_args()
+torch.manual_seed(0)
+x = torch.randn(64, 8)
+y = (x[:, 0] > 0).float()
+
+
+class Clf(nn.Module):
+    def __init__(self, probs=False):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        self.probs = probs
+
+    def forward(self, x):
+        out = self.body(x).squeeze(-1)
+        return torch.sigmoid(out) if self.probs else out
+
+
+model = Clf(probs=args.loss == "probs")
+crit = nn.BCEWithLogitsLoss() if args.loss == "logits" else nn.BCELoss()
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+for i in range(0, 64, 16):
+    loss = crit(model(x[i : i + 16]), y[i : i + 16])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+"""
+
+
+@pytest.mark.parametrize("mode", ["logits", "probs"])
+def test_a_loss_chosen_by_a_flag_is_judged_as_the_script_ran(tmp_path, mode):
+    # The graph rule takes the loss the script was seen calling, the script rule
+    # stays silent on `A() if flag else B()`: neither knows the other branch runs.
+    flags = ["--model", "train.py:Clf", f"--script-args=--loss {mode}"]
+    rc, report, stderr = lint(tmp_path, {"train.py": SWITCHED_LOSS}, *flags)
+    assert rc == 0, (report.get("findings"), stderr)
+    assert codes(report) == [], report["findings"]

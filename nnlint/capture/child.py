@@ -51,7 +51,7 @@ from nnlint.core.finding import Finding
 from nnlint.core.notebook import compile_notebook, is_notebook
 from nnlint.dynamic.phase import dynamic_phase
 from nnlint.graph.phase import run_graph_phase
-from nnlint.script.losses import loss_kind_in_script
+from nnlint.script.losses import loss_kind_in_script, loss_kind_named
 from nnlint.setup.contain import Protection, contain
 from nnlint.setup.inputs import Batch, provide_batch
 from nnlint.setup.load import TargetSpec, definition_site
@@ -287,6 +287,12 @@ def _graph_phase(
         found.append(
             NoInputs.make(display_path(Path(site.path), settings.root), site.line, reason=reason)
         )
-    loss = loss_kind_in_script(script)
+    # The loss the script was seen calling outranks a reading of its source, which
+    # cannot tell which branch of `A() if flag else B()` runs.
+    spec = setup.loss
+    if spec is not None and not spec.synthesized and (spec.name != "model" or spec.computes):
+        loss = loss_kind_named(spec.computes if spec.name == "model" else spec.name)
+    else:
+        loss = loss_kind_in_script(script)
     found.extend(run_graph_phase(setup.model, batch, loss, rules, settings, site))
     return found

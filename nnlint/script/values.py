@@ -33,6 +33,11 @@ _KEEPING = frozenset(
 # Methods that return the module they are called on (`Net().to(device)` is still the net).
 _MOVING = frozenset("to cuda cpu half float double bfloat16 train eval requires_grad_".split())
 _MODULE_TAGS = frozenset({"module", "softmax_module", "sigmoid_module"})
+# Tags that say what kind of output or loss a value is, on which rules claim a bug.
+_KIND_TAGS = frozenset(
+    {"probs", "log_probs", "sigmoid", "softmax_module", "sigmoid_module"}
+    | {"ce_fn", "nll_fn", "bce_logits_fn", "softmax_fn", "log_softmax_fn", "sigmoid_fn"}
+)
 _FUNCTION_TAGS = {
     "softmax": "probs",
     "log_softmax": "log_probs",
@@ -138,7 +143,10 @@ class Values(GradMode):
         if isinstance(expr, cst.UnaryOperation | cst.Await):
             return set(self.tags(expr.expression)) & {"loss"}
         if isinstance(expr, cst.IfExp):
-            return set(self.tags(expr.body) | self.tags(expr.orelse))
+            # What a value *is* (probabilities, a with-logits loss) holds only when both
+            # branches agree: which one runs is not in the source.
+            body, orelse = self.tags(expr.body), self.tags(expr.orelse)
+            return set((body & orelse) | ((body | orelse) - _KIND_TAGS))
         if isinstance(expr, cst.AugAssign):
             return set(self.tags(expr.target) | self.tags(expr.value)) & {"loss"}
         return set()
