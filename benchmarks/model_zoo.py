@@ -491,13 +491,20 @@ def timm_families() -> dict[str, str]:
     return chosen
 
 
+# At 64x64 the last stage of these holds a single token: attention over one key is
+# constant, so its query, key and position biases get an exactly zero gradient (a true
+# NN306 for that input, not for the input the models are made for): 4 tokens at 128.
+_TIMM_SIZE = {"efficientvit_m0": 128, "efficientvim_m1": 128}
+
+
 def _timm_model(name):
     import timm
 
     last = None
+    first = _TIMM_SIZE.get(name, IMAGE)
     for size, extra in (
-        (IMAGE, {"img_size": IMAGE}),
-        (IMAGE, {}),
+        (first, {"img_size": first}),
+        (first, {}),
         (96, {"img_size": 96}),
         (None, {}),
     ):
@@ -564,6 +571,10 @@ HF_TEXT = {
     "marian": ("seq2seq",), "blenderbot-small": ("seq2seq",), "m2m_100": ("seq2seq",), "mt5": ("seq2seq",),
 }  # fmt: skip
 # Swin (its windows need a 224 input at the default stages) is covered by timm and torchvision.
+# PoolFormer's config has no image_size (it ran at 32x32, a 1x1 last stage); at 64 its
+# 2x2 last stage still pools every position into every other, which cancels the bias of
+# the norm before it.
+_HF_SIZE = {"mobilevit": 128, "levit": 128, "poolformer": 128}
 HF_VISION = ["vit", "deit", "beit", "convnext", "resnet", "mobilevit", "dinov2", "levit",
              "poolformer", "regnet", "convnextv2", "cvt", "data2vec-vision"]  # fmt: skip
 
@@ -651,14 +662,18 @@ def _hf_vision(model_type):
         for k in ("hidden_sizes", "depths", "embed_dim")
     )
     # Hierarchical models (Swin, ConvNeXt, LeViT...) keep their default stages: only the input shrinks.
-    # At 32x32 their last stage is 1x1, where PoolFormer's pooling mixer is identically zero.
-    tiny = {"image_size": 64, "num_channels": 3} if staged else _TINY_VISION
+    # Where the last stage would hold a single token (1x1), PoolFormer's pooling mixer is
+    # identically zero and attention over one key is constant (an exactly zero gradient for
+    # MobileViT's query and key, LeViT's attention biases): those get a bigger input.
+    wanted = _HF_SIZE.get(model_type, 64)
+    tiny = {"image_size": wanted, "num_channels": 3} if staged else _TINY_VISION
     config = _config(model_type, tiny)
     config.num_labels = CLASSES
     config.architectures = config.architectures or []  # DeiT, LeViT map to two classes
     model = tf.AutoModelForImageClassification.from_config(config)
     size = getattr(config, "image_size", 32)
     size = size if isinstance(size, int) and size <= 64 else 32
+    size = _HF_SIZE.get(model_type, size)
     x, y = image_batch(size)
     return Case(
         model, {"pixel_values": x, "labels": y}, None, adamw(5e-4), "image", (3, size, size)
