@@ -707,7 +707,12 @@ class NotApplicable(Exception):
 
 def _submodule(model, kinds=(nn.Linear, nn.Conv2d)):
     """A module about halfway through the model holding weights: where bugs are planted."""
-    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds) and n]
+    # A frozen layer (LoRA's base) is no place for a bug about training.
+    mods = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, kinds) and n and any(p.requires_grad for p in m.parameters())
+    ]
     if not mods:
         raise NotApplicable("no layer to plant into")
     return mods[len(mods) // 2]
@@ -760,7 +765,7 @@ def plant_nan(case):
     _, mod = _submodule(case.model)
 
     def hook(m, i, o):
-        o = o.clone()
+        o = o.clone(memory_format=torch.contiguous_format)  # channels-last outputs too
         o.view(-1)[0] = float("nan")
         return o
 
