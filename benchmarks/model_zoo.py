@@ -439,7 +439,8 @@ _TV_KWARGS = {
 _TV_LR = {"alexnet": 0.01, "vgg11": 0.01, "vgg11_bn": 0.01}
 # ... and AdamW for the transformer-era models (ConvNeXt, Swin, ViT, MaxViT).
 _TV_ADAMW = {"convnext_tiny", "swin_t", "swin_v2_t", "vit_b_16", "maxvit_t"}
-_TV_SIZE = {"inception_v3": 96, "alexnet": 96, "maxvit_t": 64}
+# MaxViT partitions into 7x7 windows at every stage: 224 is the smallest input.
+_TV_SIZE = {"inception_v3": 96, "alexnet": 96, "maxvit_t": 224}
 
 
 def torchvision_entries() -> list[Entry]:
@@ -707,11 +708,15 @@ class NotApplicable(Exception):
 
 def _submodule(model, kinds=(nn.Linear, nn.Conv2d)):
     """A module about halfway through the model holding weights: where bugs are planted."""
-    # A frozen layer (LoRA's base) is no place for a bug about training.
+    # A frozen layer (LoRA's base) is no place for a bug about training, nor a layer
+    # whose forward never runs (nn.MultiheadAttention reads its out_proj's weights).
     mods = [
         (n, m)
         for n, m in model.named_modules()
-        if isinstance(m, kinds) and n and any(p.requires_grad for p in m.parameters())
+        if isinstance(m, kinds)
+        and n
+        and any(p.requires_grad for p in m.parameters())
+        and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)
     ]
     if not mods:
         raise NotApplicable("no layer to plant into")
