@@ -41,6 +41,7 @@ torchvision: run it with the zoo venv (see benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import multiprocessing as mp
@@ -706,21 +707,34 @@ class NotApplicable(Exception):
     """The planted bug does not apply to this model."""
 
 
-def _submodule(model, kinds=(nn.Linear, nn.Conv2d)):
+def _submodule(case, kinds=(nn.Linear, nn.Conv2d)):
     """A module about halfway through the model holding weights: where bugs are planted."""
     # A frozen layer (LoRA's base) is no place for a bug about training, nor a layer
-    # whose forward never runs (nn.MultiheadAttention reads its out_proj's weights).
+    # whose forward never runs (nn.MultiheadAttention and timm's EVA attention read
+    # their projection's weights), where a hook would plant nothing.
+    called = _called(case)
     mods = [
         (n, m)
-        for n, m in model.named_modules()
-        if isinstance(m, kinds)
-        and n
-        and any(p.requires_grad for p in m.parameters())
-        and not isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear)
+        for n, m in case.model.named_modules()
+        if isinstance(m, kinds) and n in called and any(p.requires_grad for p in m.parameters())
     ]
     if not mods:
         raise NotApplicable("no layer to plant into")
     return mods[len(mods) // 2]
+
+
+def _called(case) -> set[str]:
+    """The names of the modules whose forward runs on the case's batch (on a copy, so
+    that running statistics stay as built)."""
+    model, called = copy.deepcopy(case.model), set()
+    for name, module in model.named_modules():
+        module.register_forward_hook(lambda m, i, o, name=name: called.add(name))
+    with torch.no_grad():
+        if isinstance(case.batch, dict):
+            model(**case.batch)
+        else:
+            model(case.batch[0])
+    return called
 
 
 def _wrap_output(case, fn):
@@ -745,7 +759,7 @@ def _wrap_output(case, fn):
 
 
 def plant_detach(case):
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
     mod.register_forward_hook(lambda m, i, o: o.detach())
     return case
 
@@ -767,7 +781,7 @@ def plant_ignore_input(case):
 
 
 def plant_nan(case):
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
 
     def hook(m, i, o):
         o = o.clone(memory_format=torch.contiguous_format)  # channels-last outputs too
@@ -779,7 +793,7 @@ def plant_nan(case):
 
 
 def plant_optimizer(case):
-    name, mod = _submodule(case.model)
+    name, mod = _submodule(case)
     left_out = {id(p) for p in mod.parameters()}
     make = case.optimizer or adamw()
     case.optimizer = lambda params: make([p for p in params if id(p) not in left_out])
@@ -793,7 +807,7 @@ def plant_softmax(case):
 
 
 def plant_batch_mixing(case):
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
     mod.register_forward_hook(lambda m, i, o: o + o.mean(0, keepdim=True))
     return case
 
@@ -830,7 +844,7 @@ def plant_lr(case):
 
 
 def plant_eval_dropout(case):
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
     mod.register_forward_hook(lambda m, i, o: F.dropout(o, 0.5, training=True))
     return case
 
@@ -923,7 +937,7 @@ def plant_regression_offset(case):
 
 def plant_frozen_in_optimizer(case):
     """A layer frozen after the optimizer was built: the optimizer still holds it."""
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
     make = case.optimizer or adamw()
 
     def build(params):
