@@ -41,6 +41,7 @@ torchvision: run it with the zoo venv (see benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import multiprocessing as mp
@@ -439,7 +440,8 @@ _TV_KWARGS = {
 _TV_LR = {"alexnet": 0.01, "vgg11": 0.01, "vgg11_bn": 0.01}
 # ... and AdamW for the transformer-era models (ConvNeXt, Swin, ViT, MaxViT).
 _TV_ADAMW = {"convnext_tiny", "swin_t", "swin_v2_t", "vit_b_16", "maxvit_t"}
-_TV_SIZE = {"inception_v3": 96, "alexnet": 96, "maxvit_t": 64}
+# MaxViT partitions into 7x7 windows at every stage: 224 is the smallest input.
+_TV_SIZE = {"inception_v3": 96, "alexnet": 96, "maxvit_t": 224}
 
 
 def torchvision_entries() -> list[Entry]:
@@ -491,13 +493,20 @@ def timm_families() -> dict[str, str]:
     return chosen
 
 
+# At 64x64 the last stage of these holds a single token: attention over one key is
+# constant, so its query, key and position biases get an exactly zero gradient (a true
+# NN306 for that input, not for the input the models are made for): 4 tokens at 128.
+_TIMM_SIZE = {"efficientvit_m0": 128, "efficientvim_m1": 128}
+
+
 def _timm_model(name):
     import timm
 
     last = None
+    first = _TIMM_SIZE.get(name, IMAGE)
     for size, extra in (
-        (IMAGE, {"img_size": IMAGE}),
-        (IMAGE, {}),
+        (first, {"img_size": first}),
+        (first, {}),
         (96, {"img_size": 96}),
         (None, {}),
     ):
@@ -564,6 +573,10 @@ HF_TEXT = {
     "marian": ("seq2seq",), "blenderbot-small": ("seq2seq",), "m2m_100": ("seq2seq",), "mt5": ("seq2seq",),
 }  # fmt: skip
 # Swin (its windows need a 224 input at the default stages) is covered by timm and torchvision.
+# PoolFormer's config has no image_size (it ran at 32x32, a 1x1 last stage); at 64 its
+# 2x2 last stage still pools every position into every other, which cancels the bias of
+# the norm before it.
+_HF_SIZE = {"mobilevit": 128, "levit": 128, "poolformer": 128}
 HF_VISION = ["vit", "deit", "beit", "convnext", "resnet", "mobilevit", "dinov2", "levit",
              "poolformer", "regnet", "convnextv2", "cvt", "data2vec-vision"]  # fmt: skip
 
@@ -651,14 +664,18 @@ def _hf_vision(model_type):
         for k in ("hidden_sizes", "depths", "embed_dim")
     )
     # Hierarchical models (Swin, ConvNeXt, LeViT...) keep their default stages: only the input shrinks.
-    # At 32x32 their last stage is 1x1, where PoolFormer's pooling mixer is identically zero.
-    tiny = {"image_size": 64, "num_channels": 3} if staged else _TINY_VISION
+    # Where the last stage would hold a single token (1x1), PoolFormer's pooling mixer is
+    # identically zero and attention over one key is constant (an exactly zero gradient for
+    # MobileViT's query and key, LeViT's attention biases): those get a bigger input.
+    wanted = _HF_SIZE.get(model_type, 64)
+    tiny = {"image_size": wanted, "num_channels": 3} if staged else _TINY_VISION
     config = _config(model_type, tiny)
     config.num_labels = CLASSES
     config.architectures = config.architectures or []  # DeiT, LeViT map to two classes
     model = tf.AutoModelForImageClassification.from_config(config)
     size = getattr(config, "image_size", 32)
     size = size if isinstance(size, int) and size <= 64 else 32
+    size = _HF_SIZE.get(model_type, size)
     x, y = image_batch(size)
     return Case(
         model, {"pixel_values": x, "labels": y}, None, adamw(5e-4), "image", (3, size, size)
@@ -690,12 +707,34 @@ class NotApplicable(Exception):
     """The planted bug does not apply to this model."""
 
 
-def _submodule(model, kinds=(nn.Linear, nn.Conv2d)):
+def _submodule(case, kinds=(nn.Linear, nn.Conv2d)):
     """A module about halfway through the model holding weights: where bugs are planted."""
-    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds) and n]
+    # A frozen layer (LoRA's base) is no place for a bug about training, nor a layer
+    # whose forward never runs (nn.MultiheadAttention and timm's EVA attention read
+    # their projection's weights), where a hook would plant nothing.
+    called = _called(case)
+    mods = [
+        (n, m)
+        for n, m in case.model.named_modules()
+        if isinstance(m, kinds) and n in called and any(p.requires_grad for p in m.parameters())
+    ]
     if not mods:
         raise NotApplicable("no layer to plant into")
     return mods[len(mods) // 2]
+
+
+def _called(case) -> set[str]:
+    """The names of the modules whose forward runs on the case's batch (on a copy, so
+    that running statistics stay as built)."""
+    model, called = copy.deepcopy(case.model), set()
+    for name, module in model.named_modules():
+        module.register_forward_hook(lambda m, i, o, name=name: called.add(name))
+    with torch.no_grad():
+        if isinstance(case.batch, dict):
+            model(**case.batch)
+        else:
+            model(case.batch[0])
+    return called
 
 
 def _wrap_output(case, fn):
@@ -720,7 +759,7 @@ def _wrap_output(case, fn):
 
 
 def plant_detach(case):
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
     mod.register_forward_hook(lambda m, i, o: o.detach())
     return case
 
@@ -742,10 +781,10 @@ def plant_ignore_input(case):
 
 
 def plant_nan(case):
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
 
     def hook(m, i, o):
-        o = o.clone()
+        o = o.clone(memory_format=torch.contiguous_format)  # channels-last outputs too
         o.view(-1)[0] = float("nan")
         return o
 
@@ -754,7 +793,7 @@ def plant_nan(case):
 
 
 def plant_optimizer(case):
-    name, mod = _submodule(case.model)
+    name, mod = _submodule(case)
     left_out = {id(p) for p in mod.parameters()}
     make = case.optimizer or adamw()
     case.optimizer = lambda params: make([p for p in params if id(p) not in left_out])
@@ -768,7 +807,7 @@ def plant_softmax(case):
 
 
 def plant_batch_mixing(case):
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
     mod.register_forward_hook(lambda m, i, o: o + o.mean(0, keepdim=True))
     return case
 
@@ -805,7 +844,7 @@ def plant_lr(case):
 
 
 def plant_eval_dropout(case):
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
     mod.register_forward_hook(lambda m, i, o: F.dropout(o, 0.5, training=True))
     return case
 
@@ -898,7 +937,7 @@ def plant_regression_offset(case):
 
 def plant_frozen_in_optimizer(case):
     """A layer frozen after the optimizer was built: the optimizer still holds it."""
-    _, mod = _submodule(case.model)
+    _, mod = _submodule(case)
     make = case.optimizer or adamw()
 
     def build(params):

@@ -36,7 +36,10 @@ class GradientScale(DynamicRule):
     and position embeddings, embeddings, and weights tiny by construction
     (initial RMS below 1/100 of 1/sqrt(fan_in): a 1e-6 class token, a layer
     scale, a zero layer) are left out. A verdict that a small initialisation
-    can explain is confirmed on a copy trained for a few real optimizer steps.
+    can explain is confirmed on a copy trained for a few real optimizer steps;
+    when every judged weight lies behind a zero-initialised layer (its first
+    step moves nothing), the step is measured on that copy once their
+    gradients flow.
 
     ## Why is this bad?
     Vanishing gradients leave early layers untrained; exploding ones and
@@ -128,7 +131,17 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
                 yield ctx.report(self, at, what=what, hint=hint)
                 return
         flowing = {n for n, g in base.grads.items() if g is not None and g.any()}
-        yield from self._update_ratio(ctx, judged & flowing)
+        blocked = {n for n in judged - flowing if base.grads.get(n) is not None}
+        if judged & flowing or not blocked:
+            yield from self._update_ratio(ctx, judged & flowing)
+            return
+        # Every judged weight lies behind a zero-initialised layer (adaLN-Zero, a zero
+        # output conv): its first step moves nothing, so judge the step taken once
+        # their gradients flow, from the trained copy.
+        trained = ctx.trained(until=lambda t: bool(blocked & t.flowing))
+        if trained.steps and not trained.diverged and blocked & trained.flowing:
+            model = ctx.set_mode(copy.deepcopy(trained.model))
+            yield from self._update_ratio(ctx, blocked & trained.flowing, model)
 
     def _scale(self, relative: dict, optimizer_name: str) -> tuple[str, str, str] | None:
         """(module, what, hint) of an exploding or vanishing gradient, or None."""
@@ -163,10 +176,10 @@ batch = (torch.randn(16, 16), torch.randint(0, 4, (16,)))
             )
         return None
 
-    def _update_ratio(self, ctx, judged) -> Iterator[Finding]:
+    def _update_ratio(self, ctx, judged, model=None) -> Iterator[Finding]:
         from nnlint.dynamic.context import rounded
 
-        model = ctx.fresh(train=True)
+        model = ctx.fresh(train=True) if model is None else model
         median, floored, described, adaptive = self._median_step(ctx, model, judged)
         if median is None:
             return

@@ -1,5 +1,6 @@
 """Bugs behind a zero-initialised residual BatchNorm (zero_init_residual): batch-mixing
-and randomness left on in eval mode are judged again after a few real steps."""
+and randomness left on in eval mode are judged again after a few real steps; so is the
+update ratio of weights that all lie behind a zero output layer."""
 
 from __future__ import annotations
 
@@ -105,3 +106,39 @@ def test_faint_mixing_of_token_models_is_found_through_the_embeddings():
 
 def test_a_token_model_without_mixing_is_clean():
     assert _tokens_check(mix=False) == []
+
+
+class ZeroOutput(nn.Module):
+    """A body in front of a zero-initialised output layer (adaLN-Zero, a zero conv)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
+        self.out = nn.Linear(32, 4)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        return self.out(self.body(x))
+
+
+def _update_ratio(lr):
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(16, 8, generator=g), torch.randint(0, 4, (16,), generator=g))
+    return nnlint.check(
+        ZeroOutput,
+        batch=batch,
+        optimizer=lambda params: torch.optim.SGD(params, lr=lr),
+        select=["NN307"],
+    )
+
+
+def test_a_far_too_high_lr_behind_a_zero_output_layer_is_found_after_a_step():
+    # At init only the zero layer gets a gradient, and its update ratio is not judged.
+    found = _update_ratio(1e4)
+    assert [f.code for f in found] == ["NN307"]
+    assert "lower the learning rate" in found[0].message
+
+
+def test_a_usual_lr_behind_a_zero_output_layer_is_clean():
+    assert _update_ratio(0.05) == []
