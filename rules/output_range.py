@@ -196,7 +196,7 @@ class _Watch:
                 made[2] or self.inside[0],
             )
             return
-        if not self.judge_losses or not first.is_floating_point():
+        if name not in _JUDGED or not self.judge_losses or not first.is_floating_point():
             return
         values = first.detach()
         values = values[values.isfinite()]
@@ -235,6 +235,9 @@ class _Watch:
                 self.made[id(out)] = (*made[:3], out)
             elif made is not None and made[3] is first and made[0] == "sigmoid":
                 self.made[id(out)] = ("sigmoid", None, made[2], out)  # elementwise: any shape
+
+
+_JUDGED = ("binary_cross_entropy", "nll_loss")  # the losses whose input range is judged
 
 
 def _dim(args: tuple, kwargs: dict) -> Any:

@@ -34,6 +34,7 @@ from nnlint.core.finding import Finding
 from nnlint.setup import sandbox as guard
 from nnlint.setup.bounds import Bounds, OutOfTime
 from nnlint.setup.contain import Protection, contain
+from nnlint.setup.lazydynamo import defer_dynamo_import
 
 STARTUP = 60.0  # wall seconds the child may take to contain itself
 SLACK = 10.0  # wall seconds the parent allows past a stage's own bound
@@ -117,6 +118,7 @@ def _child(
     cwd = os.getcwd()
     guard.forget()
     protection = contain(dirs, scratch, memory_limit=limit)
+    defer_dynamo_import()  # this process is the child's own: the caller's torch is untouched
     os.chdir(cwd)  # through the overlay now mounted over it
     sandbox = os.path.join(scratch, "tmp")
     os.makedirs(sandbox, exist_ok=True)
