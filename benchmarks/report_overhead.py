@@ -15,8 +15,8 @@ dynamic). Two figures per model:
   * `check`: `nnlint.check(model, batch=..., loss_fn=..., optimizer=...)` in
     this process, with torch and nnlint already imported, without and with
     `report=`: the report's own cost against the checks alone, a fixed
-    fraction of a second for drawing the charts (matplotlib to SVG) that is
-    large next to checks which take a quarter of a second on these models.
+    fraction of a second for drawing the charts (pygal to SVG) next to checks
+    which take a quarter of a second on these models.
 
 CPU time (`resource`, `time.process_time`) rather than wall time: steadier on
 a shared machine.
@@ -25,7 +25,7 @@ a shared machine.
     python benchmarks/report_overhead.py --repeat 5
     python benchmarks/report_overhead.py --json      # one line of rows for run.py
 
-Needs matplotlib (`pip install 'nnlint[report]'`).
+Needs pygal (`pip install 'nnlint[report]'`).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def measure(repeat: int, threads: int, modes: list[str]) -> list[dict]:
             if "check" in modes:
                 torch.manual_seed(0)
                 train_step(case.factory(), case.batch(), case.loss_fn)  # warm torch up
-                one_run(case, page)  # and matplotlib, and nnlint's rule modules
+                one_run(case, page)  # and pygal, and nnlint's rule modules
                 plain, reported = [], []
                 for _ in range(repeat):
                     plain.append(one_run(case, None))
@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON line")
     args = parser.parse_args(argv)
     try:
-        import matplotlib  # noqa: F401
+        import pygal  # noqa: F401
     except ImportError:
-        print("report_overhead needs matplotlib: pip install 'nnlint[report]'", file=sys.stderr)
+        print("report_overhead needs pygal: pip install 'nnlint[report]'", file=sys.stderr)
         return 2
     rows = measure(args.repeat, args.threads, args.mode or ["cli", "check"])
     if args.json:

@@ -91,9 +91,9 @@ def check(
 
     config = _settings(settings)
     if config.report:
-        from nnlint.htmlreport import require_matplotlib
+        from nnlint.htmlreport import require_chart_library
 
-        require_matplotlib()
+        require_chart_library()
     registry = load_registry()
     chosen = registry.select(select, ignore)
     rules = [

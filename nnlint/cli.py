@@ -415,11 +415,11 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     settings.report = args.report
     settings.stats = args.stats
     if args.report is not None:
-        from nnlint.htmlreport import require_matplotlib
+        from nnlint.htmlreport import require_chart_library
 
         if not Path(args.report).resolve().parent.is_dir():
             raise UsageError(f"--report {args.report}: no such folder")
-        require_matplotlib()
+        require_chart_library()
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -1,8 +1,8 @@
 """`--report nnlint-report.html`: one self-contained page to look at instead of read.
 
-The charts are drawn by matplotlib into inline SVG (images as embedded PNG
-data), so the page needs no network, no CDN and no script: it opens from a
-CI artifact or an email attachment and prints as it shows. matplotlib is
+The charts are drawn by pygal into inline SVG (images as embedded PNG data,
+encoded here), so the page needs no network, no CDN and no script: it opens
+from a CI artifact or an email attachment and prints as it shows. pygal is
 imported only here, when a report is asked for.
 
 Sections: the findings grouped by phase, each linking to its rule's docs;
@@ -15,9 +15,8 @@ depth; the overfit-one-batch curve and the loss at init; each check's time.
 from __future__ import annotations
 
 import html
-import io
 import math
-from collections.abc import Callable
+import re
 from typing import Any
 
 from nnlint import __version__
@@ -35,16 +34,17 @@ th { background: #f4f4f4; } .num { text-align: right; font-variant-numeric: tabu
 .error { color: #b00020; font-weight: 600; } .warning { color: #a15c00; } .info { color: #1a5e9a; }
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 13px; }
 .missing { color: #777; font-style: italic; } code { background: #f4f4f4; padding: 0 .2em; }
+td.bar { width: 40em; } td.bar span { display: inline-block; height: .8em; background: #8172b2; }
 """
 
 
-def require_matplotlib() -> None:
+def require_chart_library() -> None:
     """A UsageError before anything runs when the report could not be drawn."""
     import importlib.util
 
-    if importlib.util.find_spec("matplotlib") is None:
+    if importlib.util.find_spec("pygal") is None:
         raise UsageError(
-            "--report needs matplotlib, which is not installed; pip install 'nnlint[report]'"
+            "--report needs pygal, which is not installed; pip install 'nnlint[report]'"
         )
 
 
@@ -100,38 +100,84 @@ def _findings(result: Result, registry: Registry) -> str:
     return "\n".join(out)
 
 
-def _figure(name: str, caption: str, draw: Callable[[Any], None], size=(8, 3.2)) -> str:
-    """One matplotlib chart as inline SVG inside a captioned figure.
+_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860")
 
-    The figure is made without pyplot and laid out with fixed margins: the
-    automatic layout (`tight_layout`) measures every label twice and cost
-    as much as the drawing itself."""
-    from matplotlib import rcParams
-    from matplotlib.figure import Figure
 
-    rcParams["svg.fonttype"] = "none"  # text stays text: searchable, small
-    rcParams["svg.hashsalt"] = "nnlint"  # the same data draws the same file
-    fig = Figure(figsize=size)
-    draw(fig)
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
-    svg = buffer.getvalue()
-    svg = svg[svg.index("<svg") :]
+def _chart(name: str, caption: str, chart: Any) -> str:
+    """One pygal chart as inline SVG inside a captioned figure: no script (pygal's
+    tooltips are off), the same data drawing the same bytes (a fixed id, no date)."""
+    chart.uuid = f"nnlint-{name}"
+    svg = chart.render(is_unicode=True)
+    svg = re.sub(r"<!--.*?-->|<script\b.*?</script>", "", svg, flags=re.S)
     return _captioned(name, svg, caption)
 
 
-def _margins(fig: Any, below: list[str] = (), beside: list[str] = (), twin: bool = False) -> None:
-    """Fixed margins wide enough for the tick labels: rotated layer names below
-    (7 pt, 60 degrees), bar names beside (7 pt), room for a right axis."""
-    width, height = fig.get_size_inches()
-    bottom = 0.45 + 0.032 * max((len(t) for t in below), default=0)
-    left = 0.9 + 0.05 * max((len(t) for t in beside), default=0)
-    fig.subplots_adjust(
-        left=min(0.6, left / width),
-        right=1 - (0.75 if twin else 0.2) / width,
-        bottom=min(0.6, bottom / height),
-        top=1 - 0.15 / height,
+def _config(colors: tuple[str, ...] = _COLORS, **options: Any) -> dict[str, Any]:
+    """The options every chart shares, with this chart's own."""
+    from pygal.style import Style
+
+    style = Style(
+        background="white",
+        plot_background="white",
+        foreground="#333",
+        foreground_strong="#222",
+        foreground_subtle="#888",
+        font_family="system-ui, sans-serif",
+        label_font_size=11,
+        major_label_font_size=11,
+        legend_font_size=12,
+        title_font_size=13,
+        colors=colors,
+        guide_stroke_color="#e4e4e4",
+        major_guide_stroke_color="#d0d0d0",
+        guide_stroke_dasharray="0",
+        major_guide_stroke_dasharray="0",
     )
+    shared = {
+        "style": style,
+        "js": [],
+        "disable_xml_declaration": True,
+        "width": 900,
+        "height": 360,
+        "legend_at_bottom": True,
+        "truncate_label": -1,
+        "truncate_legend": -1,
+        "dots_size": 3,
+        "value_formatter": _short,
+    }
+    return {**shared, **options}
+
+
+def _layer_chart(kind: str, names: list[str], **options: Any) -> Any:
+    """A chart over the layers, input side on the left, their names below."""
+    import pygal
+
+    chart = getattr(pygal, kind)(
+        **_config(x_label_rotation=60, height=300 + 6 * max(map(len, names), default=0), **options)
+    )
+    chart.x_labels = names
+    return chart
+
+
+_LINE = {"dasharray": "6, 4", "width": 2}
+
+
+def _short(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _decades(values: list[float], *marks: float) -> dict[str, Any]:
+    """A log axis over whole powers of ten, labelled at each and nowhere else."""
+    low = math.floor(math.log10(min([*values, *marks])))
+    high = math.ceil(math.log10(max([*values, *marks])))
+    high = max(high, low + 1)
+    labels = [10.0**k for k in range(low, high + 1)]
+    return {
+        "logarithmic": True,
+        "range": (labels[0], labels[-1]),
+        "y_labels": labels,
+        "show_minor_y_labels": True,  # pygal counts labels given as minor ones
+    }  # a reference line: 1e-3, the target
 
 
 def _captioned(name: str, svg: str, caption: str) -> str:
@@ -176,22 +222,15 @@ def _inputs(inputs: list, labels: dict | None, missing: dict) -> str:
 
 
 def _image_grid(name: str, images: list) -> str:
-    """The first images, each an embedded PNG in one SVG grid: matplotlib's `imsave`
-    writes a PNG in a millisecond, where a subplot per image cost a tenth of a second."""
+    """The first images, each an embedded PNG in one SVG grid."""
     import base64
-
-    import numpy as np
-    from matplotlib.image import imsave
 
     columns, cell, gap = min(8, len(images)), 96, 6
     rows = math.ceil(len(images) / columns)
     width, height = columns * (cell + gap), rows * (cell + gap)
     tiles = []
     for i, image in enumerate(images):
-        pixels = np.asarray(image, dtype=float)
-        buffer = io.BytesIO()
-        imsave(buffer, pixels, cmap="gray", vmin=0.0, vmax=1.0, format="png")
-        data = base64.b64encode(buffer.getvalue()).decode("ascii")
+        data = base64.b64encode(_png(image)).decode("ascii")
         x, y = (i % columns) * (cell + gap), (i // columns) * (cell + gap)
         tiles.append(
             f'<image x="{x}" y="{y}" width="{cell}" height="{cell}" '
@@ -205,22 +244,58 @@ def _image_grid(name: str, images: list) -> str:
     return _captioned("images", svg, caption)
 
 
+def _png(image: list) -> bytes:
+    """An image of values in [0, 1], (H, W) grey or (H, W, 3) colour, as PNG bytes."""
+    import struct
+    import zlib
+
+    colour = bool(image and image[0] and isinstance(image[0][0], list))
+    rows = bytearray()
+    for row in image:
+        rows.append(0)  # no filter
+        values = [v for px in row for v in px] if colour else row
+        rows.extend(min(255, max(0, round(float(v) * 255))) for v in values)
+    height, width = len(image), len(image[0]) if image else 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2 if colour else 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
 def _label_histogram(labels: dict) -> str:
+    import pygal
+
     counts, outputs = labels["counts"], labels.get("outputs")
-
-    def draw(fig: Any) -> None:
-        ax = fig.add_subplot()
-        ax.bar(range(len(counts)), counts, color="#4c72b0")
-        if outputs:
-            ax.axvline(outputs - 0.5, color="#c44e52", linestyle="--", label=f"{outputs} outputs")
-            ax.legend()
-        ax.set_xlabel("class")
-        ax.set_ylabel("samples")
-        _margins(fig, ["cl"])
-
+    classes = max(len(counts), outputs or 0)
+    counts = [*counts, *[0] * (classes - len(counts))]
+    many = classes > 40
+    chart = pygal.Bar(
+        **_config(
+            x_title="class",
+            y_title="samples",
+            show_minor_x_labels=not many,
+            x_labels_major_every=max(1, classes // 20) if many else None,
+        )
+    )
+    chart.x_labels = [str(c) for c in range(classes)]
+    limit = outputs if outputs else classes
+    chart.add(
+        f"within the {outputs} outputs" if outputs else "samples",
+        [n if c < limit else None for c, n in enumerate(counts)],
+    )
+    if outputs and classes > outputs:
+        chart.add("beyond the outputs", [n if c >= limit else None for c, n in enumerate(counts)])
     made = " (synthesized by nnlint)" if labels.get("synthesized") else ""
     caption = f"Labels of the batch{made} against the model's number of outputs."
-    return _figure("labels", caption, draw)
+    return _chart("labels", caption, chart)
 
 
 def _layers(layers: list | None, why: str | None) -> str:
@@ -249,73 +324,53 @@ def _layers(layers: list | None, why: str | None) -> str:
     return "\n".join(out)
 
 
-def _log_axis(ax: Any) -> None:
-    """A log y axis labelled 1e-03, not in TeX: mathtext's parser costs more to
-    build than the rest of the chart to draw; no minor ticks."""
-    from matplotlib.ticker import FuncFormatter, NullLocator
-
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0e}"))
-    ax.yaxis.set_minor_locator(NullLocator())  # ticks are the costliest artists to draw
-
-
 def _not_drawn(chart: str, why: str) -> str:
     return f'<p class="missing">The {html.escape(chart)} is not drawn: {html.escape(why)}.</p>'
 
 
 def _update_ratios(rows: list) -> str:
-    def draw(fig: Any) -> None:
-        ax = fig.add_subplot()
-        ratios = [max(r["update_ratio"], 1e-12) for r in rows]
-        ax.plot(range(len(rows)), ratios, marker="o", color="#4c72b0")
-        ax.axhline(1e-3, color="#c44e52", linestyle="--", label="1e-3")
-        _log_axis(ax)
-        ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=60, fontsize=7)
-        ax.set_ylabel("|update| / |weight|")
-        ax.legend()
-        _margins(fig, [r["name"] for r in rows])
-
+    names = [r["name"] for r in rows]
+    ratios = [max(r["update_ratio"], 1e-12) for r in rows]
+    chart = _layer_chart("Line", names, y_title="|update| / |weight|", **_decades(ratios, 1e-3))
+    chart.add("update/weight", ratios)
+    chart.add("1e-3", [1e-3] * len(rows), show_dots=False, stroke_style=_LINE)
     caption = "Update/weight ratio per layer after one step: about 1e-3 is healthy."
-    return _figure("update-ratio", caption, draw, size=(8, 3.6))
+    return _chart("update-ratio", caption, chart)
 
 
 def _gradient_flow(rows: list) -> str:
-    def draw(fig: Any) -> None:
-        ax = fig.add_subplot()
-        x = range(len(rows))
-        ax.plot(x, [max(r["grad_max"], 1e-20) for r in rows], marker="^", label="max |grad|")
-        ax.plot(x, [max(r["grad_mean"], 1e-20) for r in rows], marker="o", label="mean |grad|")
-        _log_axis(ax)
-        ax.set_xticks(list(x), [r["name"] for r in rows], rotation=60, fontsize=7)
-        ax.set_ylabel("|grad| of the weight")
-        ax.legend()
-        _margins(fig, [r["name"] for r in rows])
-
+    names = [r["name"] for r in rows]
+    highest = [max(r["grad_max"], 1e-20) for r in rows]
+    means = [max(r["grad_mean"], 1e-20) for r in rows]
+    chart = _layer_chart("Line", names, y_title="|grad| of the weight", **_decades(highest + means))
+    chart.add("max |grad|", highest)
+    chart.add("mean |grad|", means)
     caption = "Gradient flow through the depth of the network, input side on the left."
-    return _figure("gradient-flow", caption, draw, size=(8, 3.6))
+    return _chart("gradient-flow", caption, chart)
 
 
 def _activations(rows: list) -> str:
-    def draw(fig: Any) -> None:
-        ax = fig.add_subplot()
-        x = range(len(rows))
-        ax.errorbar(
-            x,
-            [r.get("act_mean") or 0.0 for r in rows],
-            yerr=[r.get("act_std") or 0.0 for r in rows],
-            fmt="o",
-            label="mean ± std",
-        )
-        twin = ax.twinx()
-        twin.bar(x, [r.get("dead") or 0.0 for r in rows], alpha=0.25, color="#c44e52")
-        twin.set_ylim(0, 1)
-        twin.set_ylabel("fraction exactly 0")
-        ax.set_xticks(list(x), [r["name"] for r in rows], rotation=60, fontsize=7)
-        ax.set_ylabel("activation")
-        ax.legend(loc="upper left")
-        _margins(fig, [r["name"] for r in rows], twin=True)
-
-    return _figure("activations", "Activations per layer, and the fraction that is 0.", draw)
+    names = [r["name"] for r in rows]
+    means = [r.get("act_mean") or 0.0 for r in rows]
+    upper = [m + (r.get("act_std") or 0.0) for m, r in zip(means, rows, strict=True)]
+    lower = [m - (r.get("act_std") or 0.0) for m, r in zip(means, rows, strict=True)]
+    low, high = min(lower), max(upper)
+    pad = 0.05 * (high - low or 1.0)
+    chart = _layer_chart(
+        "Line",
+        names,
+        colors=("#4c72b0", "#8fa6cf", "#8fa6cf", "#c44e52"),
+        y_title="activation",
+        range=(low - pad, high + pad),
+        secondary_range=(0, 1),
+    )
+    chart.add("mean", means)
+    chart.add("mean ± std", upper, stroke_style=_LINE)
+    chart.add(None, lower, stroke_style=_LINE)
+    chart.add(
+        "fraction exactly 0 (right axis)", [r.get("dead") or 0.0 for r in rows], secondary=True
+    )
+    return _chart("activations", "Activations per layer, and the fraction that is 0.", chart)
 
 
 def _training(overfit: dict | None, why: str | None) -> str:
@@ -326,46 +381,44 @@ def _training(overfit: dict | None, why: str | None) -> str:
     losses = [v if v is not None else float("nan") for v in overfit["losses"]]
     target = overfit.get("target")
 
-    def draw(fig: Any) -> None:
-        ax = fig.add_subplot()
-        ax.plot(range(len(losses)), losses, color="#4c72b0", label="loss")
-        if target is not None:
-            ax.axhline(target, color="#55a868", linestyle="--", label="target")
-        ax.set_xlabel(f"step ({overfit.get('optimizer', 'optimizer')})")
-        ax.set_ylabel("loss")
-        ax.legend()
-        _margins(fig, ["step"])
+    import pygal
 
+    chart = pygal.XY(
+        **_config(x_title=f"step ({overfit.get('optimizer', 'optimizer')})", y_title="loss")
+    )
+    chart.add("loss", [(i, v) for i, v in enumerate(losses) if math.isfinite(v)], show_dots=False)
+    if target is not None:
+        ends = [(0, target), (max(1, len(losses) - 1), target)]
+        chart.add("target", ends, show_dots=False, stroke_style=_LINE)
     samples = overfit.get("samples")
     what = f"{samples} samples of the batch" if samples else "the one batch"
     caption = f"Overfitting {what}: the loss should fall fast, to the target line."
-    out.append(_figure("overfit", caption, draw))
+    out.append(_chart("overfit", caption, chart))
     init = overfit.get("init")
     if init:
-
-        def bars(fig: Any) -> None:
-            ax = fig.add_subplot()
-            ax.barh([0, 1], [init["expected"], init["measured"]], color=["#55a868", "#4c72b0"])
-            ax.set_yticks([0, 1], [f"expected ln({init['classes']})", "measured"])
-            ax.set_xlabel("loss at init")
-            _margins(fig, ["loss"], [f"expected ln({init['classes']})"])
-
-        out.append(_figure("init-loss", "The loss at init against its expected value.", bars))
+        bars = pygal.HorizontalBar(**_config(height=200, x_title="loss at init"))
+        bars.add(f"expected ln({init['classes']})", [init["expected"]])
+        bars.add("measured", [init["measured"]])
+        out.append(_chart("init-loss", "The loss at init against its expected value.", bars))
     return "\n".join(out)
 
 
 def _timings(timings: dict[str, float]) -> str:
+    """Each phase's and check's time, slowest first, as a table with a bar beside each:
+    a chart of twenty names cost a tenth of a second to draw and shows nothing more."""
     if not timings:
         return ""
     items = sorted(timings.items(), key=lambda kv: -kv[1])
-
-    def draw(fig: Any) -> None:
-        ax = fig.add_subplot()
-        ax.barh(range(len(items)), [v for _, v in items], color="#8172b2")
-        ax.set_yticks(range(len(items)), [k for k, _ in items], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("seconds")
-        _margins(fig, ["seconds"], [k for k, _ in items])
-
-    height = max(2.0, 0.22 * len(items) + 0.8)
-    return "<h2>Time</h2>" + _figure("timings", "Each phase's and check's time.", draw, (8, height))
+    longest = max(items[0][1], 1e-9)
+    out = [
+        "<h2>Time</h2>",
+        '<table class="timings"><tr><th>phase or check</th><th>s</th><th></th></tr>',
+    ]
+    for name, seconds in items:
+        width = max(0.5, 100 * seconds / longest)
+        out.append(
+            f"<tr><td>{html.escape(name)}</td><td class='num'>{seconds:.3f}</td>"
+            f"<td class='bar'><span style='width: {width:.1f}%'></span></td></tr>"
+        )
+    out.append("</table>")
+    return "\n".join(out)

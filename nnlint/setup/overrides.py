@@ -9,6 +9,7 @@ from typing import Any
 
 from nnlint.core.errors import UsageError
 from nnlint.setup.inputs import dtype_named
+from nnlint.setup.lazydynamo import defer_dynamo_import
 from nnlint.setup.load import TargetSpec, put_on_path, require_torch, search_dirs
 from nnlint.setup.specs import KNOWN_LOSSES, optimizer_from_spec
 
@@ -35,6 +36,7 @@ def check_device(device: str) -> None:
 def _check_optimizer(text: str) -> None:
     """The optimizer built once on a throwaway parameter, so bad options fail here."""
     torch = require_torch()
+    defer_dynamo_import()  # nnlint's own process (the CLI's): building one costs no second
     try:
         cls, options = optimizer_from_spec(text)
         cls([torch.zeros(1, requires_grad=True)], **options)
