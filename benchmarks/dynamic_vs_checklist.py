@@ -44,14 +44,18 @@ CPU seconds of the whole process tree. For each model a temporary folder gets
 `models.py` (the model class) and `train.py` (a training script with the same batch,
 loss and Adam), and `nnlint train.py --model models.py:Name --select <the same dynamic
 rules>` runs as a subprocess with one thread (OMP_NUM_THREADS=1), once as it is and
-once with `--no-dynamic`; CPU seconds come from RUSAGE_CHILDREN (the interpreter,
-torch's import, the contained model child, running the script in the capture child,
-the checks). The dynamic phase's figure is the difference of the two least CPU
-seconds of `--cli-repeat` interleaved runs (5; 3 with `--quick`): a whole run is
-about 3 s of CPU, mostly torch's import, whose spread between runs on a shared
-machine is larger than the dynamic phase itself, and a busy spell only ever adds CPU
-time. It is everything `--no-dynamic` saves (the checks, the copies they train,
-the rule modules, what the optimizer step pulls in). It is set against the CPU seconds
+once with `--no-dynamic`, in `--cli-repeat` pairs (7; 3 with `--quick`). A small
+wrapper runs nnlint's `main()` as `python -m nnlint` would and writes, at exit, the CPU
+seconds of nnlint's own process and of its children: the contained model child, where
+every piece of user code and the whole dynamic phase run (the training script in the
+capture child, the copies, the checks, the rule modules they import, what the optimizer
+step pulls in). The dynamic phase's figure is what it adds to that child's tree: the
+median over the pairs of the child's CPU with the phase minus without. nnlint's own
+process does the same work either way (parsing flags, importing torch, printing); its
+medians for both sides are printed beside the figure so that this can be seen. Its
+whole run is about 3 s of CPU, mostly torch's import, whose spread between runs on a
+shared machine (up to a second) is larger than the dynamic phase itself, so a
+difference of whole runs would mostly measure noise. It is set against the CPU seconds
 of the checklist's suite (extrapolated as above), which a user pays on top of their
 own process too. The totals are shown beside it, as information: nnlint's whole run
 against the suite plus a process that imports torch and the checklist and takes one
@@ -430,26 +434,60 @@ def one_thread_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_cli(case: Case, threads: int, extra: tuple[str, ...] = ()) -> tuple[float, list[str]]:
-    """CPU seconds of `nnlint train.py --model models.py:Name` (the process and everything
-    it started, the capture child included) and the codes it reported."""
+# Runs nnlint's command line as `python -m nnlint` does, then writes the CPU seconds
+# of nnlint's own process and of its children (the contained model child and what it
+# started: the capture child, the checks) to the file named in NNLINT_BENCH_TIMES.
+CLI_WRAPPER = """
+import atexit, json, os, sys
+
+def _times():
+    t = os.times()
+    own, children = t.user + t.system, t.children_user + t.children_system
+    with open(os.environ["NNLINT_BENCH_TIMES"], "w") as f:
+        json.dump({"own": own, "children": children}, f)
+
+atexit.register(_times)
+from nnlint.cli import main
+sys.argv = ["nnlint", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+@dataclass
+class CliRun:
+    """One command-line run: CPU seconds of the whole tree, of nnlint's own process and
+    of its children (the model child, where every piece of user code and the dynamic
+    phase run), and the codes it reported."""
+
+    tree: float
+    own: float
+    children: float
+    codes: list[str]
+
+
+def run_cli(case: Case, threads: int, extra: tuple[str, ...] = ()) -> CliRun:
+    """`nnlint train.py --model models.py:Name` in a fresh process (the capture child included)."""
     here = str(Path(__file__).resolve().parent)
     model, batch = case.factory.__name__, case.batch.__name__
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "models.py").write_text(MODELS_PY.format(here=here))
         (root / "train.py").write_text(TRAIN_PY.format(here=here, model=model, batch=batch))
-        command = [sys.executable, "-m", "nnlint", "train.py", "--model", f"models.py:{model}"]
+        command = [sys.executable, "-c", CLI_WRAPPER, "train.py", "--model", f"models.py:{model}"]
         command += ["--isolated", "--no-cache", "--format", "json"]
         command += ["--select", ",".join(dynamic_defaults()), *extra]
+        env = one_thread_env(threads)
+        env["NNLINT_BENCH_TIMES"] = str(root / "times.json")
         before = children_cpu()
-        done = subprocess.run(
-            command, cwd=root, capture_output=True, text=True, env=one_thread_env(threads)
-        )
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
         cpu = children_cpu() - before
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"nnlint exited {done.returncode} on {case.name}: {done.stderr.strip()}")
-    return cpu, sorted({f["code"] for f in json.loads(done.stdout)["findings"]})
+        if done.returncode not in (0, 1):
+            raise SystemExit(
+                f"nnlint exited {done.returncode} on {case.name}: {done.stderr.strip()}"
+            )
+        times = json.loads((root / "times.json").read_text())
+    codes = sorted({f["code"] for f in json.loads(done.stdout)["findings"]})
+    return CliRun(cpu, times["own"], times["children"], codes)
 
 
 def startup_child(case_name: str, threads: int) -> None:
@@ -526,11 +564,15 @@ class Row:
     # and the codes nnlint reported on the full run.
     cli: tuple[float, float, float, float] | None = None
     cli_codes: list[str] = field(default_factory=list)
+    # What the dynamic phase adds to the model child's tree (median of paired runs), and
+    # the median CPU of nnlint's own process with and without it (the same work).
+    cli_added: float = math.nan
+    cli_own: tuple[float, float] = (math.nan, math.nan)
 
     @property
     def cli_dynamic(self) -> float:
         """What the dynamic phase adds to a command-line run."""
-        return max(self.cli[0] - self.cli[1], 1e-3) if self.cli else math.nan
+        return max(self.cli_added, 1e-3) if self.cli else math.nan
 
     @property
     def cli_ratio(self) -> float:
@@ -584,16 +626,21 @@ def measure(args) -> list[Row]:
         row = Row(case, checklist, statistics.median(times), findings)
         if args.cli:
             runs, bare = [], []
-            for _ in range(args.cli_repeat):  # interleaved, so a busy spell hits both alike
+            for _ in range(args.cli_repeat):  # in pairs, so a busy spell hits both alike
                 runs.append(run_cli(case, args.threads))
-                bare.append(run_cli(case, args.threads, ("--no-dynamic",))[0])
-            row.cli_codes = runs[-1][1]
+                bare.append(run_cli(case, args.threads, ("--no-dynamic",)))
+            row.cli_codes = runs[-1].codes
             started = startup_cpu(case, args.threads)
-            # the least disturbed run of each: a whole run is ~3 s of CPU, mostly torch's
-            # import, whose spread between runs on a shared machine is larger than the
-            # dynamic phase itself; a busy spell only ever adds CPU time
-            full = min(c for c, _ in runs)
-            row.cli = (full, min(bare), checklist.cpu, checklist.cpu + started)
+            full = min(r.tree for r in runs)
+            row.cli = (full, min(r.tree for r in bare), checklist.cpu, checklist.cpu + started)
+            # The dynamic phase runs in the model child: what it adds there, pair by pair.
+            row.cli_added = statistics.median(
+                a.children - b.children for a, b in zip(runs, bare, strict=True)
+            )
+            row.cli_own = (
+                statistics.median(r.own for r in runs),
+                statistics.median(r.own for r in bare),
+            )
         if args.memory:
             row.memory = (
                 peak_rss_mib("nnlint", case, args.threads),
@@ -610,7 +657,7 @@ def print_table(rows: list[Row], args, version: str) -> None:
         f"neural_net_checklist {version} full suite vs nnlint.check(dynamic rules on by default); "
         f"torch {torch.__version__}, {args.threads} thread(s),"
         f" {'process CPU time' if args.cpu_time else 'wall time'}; nnlint: median of {args.repeat}"
-        f" in process, least of {args.cli_repeat} per side from the command line"
+        f" in process, median of {args.cli_repeat} pairs from the command line"
     )
     print()
     header = f"{'model':<14} {'checklist s':>12} {'nnlint s':>9} {'ratio':>8} {'target':>8}  met"
@@ -640,9 +687,10 @@ def print_table(rows: list[Row], args, version: str) -> None:
     if any(r.cli for r in rows):
         print()
         print(
-            "command line, CPU seconds of the process tree: what the dynamic phase adds to"
-            " `nnlint train.py --model ...` (the run minus the same run with --no-dynamic)"
-            " vs the checklist's suite:"
+            "command line, CPU seconds: what the dynamic phase adds to"
+            " `nnlint train.py --model ...` (the model child's tree minus the same with"
+            " --no-dynamic, median of pairs) vs the checklist's suite; nnlint's own process"
+            " with / without it:"
         )
         print(f"{'model':<14} {'checklist s':>12} {'nnlint s':>9} {'ratio':>8} {'target':>8}  met")
         for r in rows:
@@ -654,7 +702,8 @@ def print_table(rows: list[Row], args, version: str) -> None:
                 print(
                     f"{r.case.name:<14} {r.cli[2]:>11.2f}{star} {r.cli_dynamic:>9.2f}"
                     f" {r.cli_ratio:>7.{1 if r.cli_ratio >= 1 else 2}f}x {r.case.target_text:>8}"
-                    f"  {met}  ({codes} [{r.cli_verdict}])"
+                    f"  {met}  ({codes} [{r.cli_verdict}];"
+                    f" own {r.cli_own[0]:.2f} / {r.cli_own[1]:.2f})"
                 )
         print()
         print(
@@ -701,10 +750,13 @@ def json_rows(rows: list[Row], version: str) -> list[dict]:
     for r in rows:
         if r.cli:
             note = (
-                "CPU seconds of the process tree that the dynamic phase adds to"
-                " `nnlint train.py --model ...` (the run minus the run with --no-dynamic:"
-                f" {r.cli[0]:.2f} - {r.cli[1]:.2f}) against the checklist's suite; whole runs:"
-                f" nnlint {r.cli[0]:.2f}, the checklist's suite plus its process's start-up"
+                "CPU seconds that the dynamic phase adds to `nnlint train.py --model ...`:"
+                " the model child's tree (where the script, the capture and the checks run)"
+                " minus the same with --no-dynamic, median of paired runs; nnlint's own"
+                f" process {r.cli_own[0]:.2f} with, {r.cli_own[1]:.2f} without (medians);"
+                " against the checklist's suite; whole runs (least):"
+                f" nnlint {r.cli[0]:.2f} ({r.cli[1]:.2f} with --no-dynamic), the checklist's"
+                " suite plus its process's start-up"
                 f" {r.cli[3]:.2f}; nnlint: {', '.join(r.cli_codes) or 'no findings'}"
                 f" [{r.cli_verdict}]"
             )
@@ -749,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     parser.add_argument("--repeat", type=int, default=None, help="nnlint runs (median)")
     parser.add_argument(
-        "--cli-repeat", type=int, default=None, help="command-line runs per side (least)"
+        "--cli-repeat", type=int, default=None, help="command-line run pairs (median)"
     )
     parser.add_argument(
         "--overfit-steps",
@@ -779,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if args.cli_repeat is None:
-        args.cli_repeat = 3 if args.quick else 5
+        args.cli_repeat = 3 if args.quick else 7
     if args.overfit_steps is None:
         args.overfit_steps = 128 if args.quick else 512
     if args.quick:

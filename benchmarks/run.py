@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "static_startup": (["--runs", "5"], ["--runs", "3"]),
     "static_one_file": (["--runs", "7"], ["--runs", "3", "--files", "100"]),
     "static_throughput": (["--limit", "400"], ["--limit", "100"]),
+    "static_jobs": (["--runs", "5", "--files", "100"], ["--runs", "2", "--files", "32"]),
     "graph_capture": (["--runs", "20"], ["--runs", "5"]),
     "dynamic_vs_checklist": ([], ["--quick"]),
     "report_overhead": (["--repeat", "3"], ["--repeat", "1"]),

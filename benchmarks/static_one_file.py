@@ -1,6 +1,7 @@
 """What a pre-commit user waits for: one small file, and a re-run over unchanged files.
 
-Measured in one run, each command a separate process, median of `--runs`, in
+Measured in one run, each command a separate process, the commands in turn,
+median of `--runs`, in
 CPU seconds of the process (user + system), which a busy machine inflates far
 less than wall time:
   * `nnlint --static-only train.py` against `torchfix train.py` (TorchFix 0.7.0,
@@ -70,9 +71,19 @@ def cpu(command: list[str], cwd: Path) -> float:
     return children_cpu() - before
 
 
-def median_cpu(command: list[str], cwd: Path, runs: int) -> float:
-    cpu(command, cwd)  # untimed: bytecode compiled, files in the page cache
-    return statistics.median(cpu(command, cwd) for _ in range(runs))
+def interleaved_cpu(commands: dict[str, list[str]], cwd: Path, runs: int) -> dict[str, float]:
+    """Median CPU seconds of each command, run in turn so that they share the machine's moods.
+
+    On a shared machine the speed drifts over tens of seconds; timing one command's
+    runs and then the other's would put that drift into the ratio.
+    """
+    for command in commands.values():
+        cpu(command, cwd)  # untimed: bytecode compiled, files in the page cache
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            times[name].append(cpu(command, cwd))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def one_file(runs: int) -> dict[str, float]:
@@ -80,11 +91,12 @@ def one_file(runs: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "train.py").write_text(TRAIN)
-        return {
-            "nnlint": median_cpu([*nnlint, "train.py"], root, runs),
-            "torchfix": median_cpu([*torchfix_command(), "train.py"], root, runs),
-            "libcst": median_cpu([sys.executable, "-c", PARSE, "train.py"], root, runs),
+        commands = {
+            "nnlint": [*nnlint, "train.py"],
+            "torchfix": [*torchfix_command(), "train.py"],
+            "libcst": [sys.executable, "-c", PARSE, "train.py"],
         }
+        return interleaved_cpu(commands, root, runs)
 
 
 def cache(files: int) -> dict[str, float]:

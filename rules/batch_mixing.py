@@ -114,14 +114,19 @@ batch = (torch.randn(6, 4), torch.randint(0, 4, (6,)))
         from nnlint.dynamic.context import Skip, rounded
 
         with torch.no_grad():
-            out, before = probes.record(model, lambda: ctx.run(model, *same, same_rng=True))
-            out2, after = probes.record(model, lambda: ctx.run(model, *changed, same_rng=True))
+            out = ctx.run(model, *same, same_rng=True)
+            out2 = ctx.run(model, *changed, same_rng=True)
         y, y2 = probes.main_output(out), probes.main_output(out2)
         if y is None or not y.dim() or y.shape[0] != n:
             raise Skip("the output has no batch dimension")
         for sample in range(1, n):
             diff = probes.differs(y[sample], y2[sample])
             if diff:
+                # Only now the two forwards again, recorded (the same random numbers),
+                # to name the first module where the samples meet.
+                with torch.no_grad():
+                    _, before = probes.record(model, lambda: ctx.run(model, *same, same_rng=True))
+                    _, after = probes.record(model, lambda: ctx.run(model, *changed, same_rng=True))
                 name = probes.first_difference(before, after, slice(1, None))
                 where = f", first at `{name}`" if name else ""
                 return ctx.report(self, name, sample=sample, diff=rounded(diff), where=where)

@@ -18,13 +18,13 @@ class CannotOverfit(DynamicRule):
     entropy of smoothed labels), and fails early when the loss stalls, or at
     the cap when its recent pace would not get there in twice as many steps.
 
-    It also looks ahead: every 5 steps, once the loss has come a quarter of
+    It also looks ahead: every 5 steps, once the loss has come a tenth of
     the way, it moves the weights on along their last 5 steps' direction, as
-    far as they would go at that pace in three times the steps taken so far
-    (never past the cap), and runs one forward there; if the loss there is
-    below the target, it passes. With a small learning rate the loss falls in
-    a straight line, and looking ahead answers in a third to a half of the
-    steps. It never passes a model that cannot get there: the loss is measured
+    far as they would go at that pace in three times, then in eight times,
+    the steps taken so far (never past the cap), and runs one forward at
+    each; if the loss at either is below the target, it passes. With a small
+    learning rate the loss falls in a straight line, and looking ahead
+    answers in a third of the steps or fewer. It never passes a model that cannot get there: the loss is measured
     at real weights, so a loss with a floor above the target (a squashed
     output, a weight decay that holds the weights back) fails as before.
     Models with over 32 MiB of parameters do not look ahead: it keeps two
@@ -156,7 +156,7 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
             optimizer.step()
             if ahead.due(step, progress=(start - best) / (start - goal) if start > goal else 0.0):
                 value = ahead.loss(
-                    step, lambda: ctx.loss_of(ctx.run(model, args, kwargs), index=index)
+                    step, lambda: ctx.loss_of(ctx.run(model, args, kwargs), index=index), goal
                 )
                 if value <= goal:
                     return
@@ -193,13 +193,14 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
 
 
 class _Lookahead:
-    """The loss where the weights would be if they kept their pace over the last
-    `EVERY` steps for `AHEAD` times the steps taken so far (never past `cap`)."""
+    """The least loss where the weights would be if they kept their pace over the
+    last `EVERY` steps for each of `AHEAD` times the steps taken so far (never past
+    `cap`)."""
 
     EVERY = 5
-    AHEAD = 3
+    AHEAD = (3, 8)  # the near look first: a far one may overshoot a curved valley
     MAX_BYTES = 32 * 2**20  # two copies of the weights are kept
-    FROM = 0.25  # of the way to the target before looking ahead
+    FROM = 0.1  # of the way to the target before looking ahead
 
     def __init__(self, model, cap: int) -> None:
         self.cap = cap
@@ -221,19 +222,28 @@ class _Lookahead:
             return False
         return True
 
-    def loss(self, step: int, forward) -> float:
-        """The loss (one forward, no gradient) at the extrapolated weights; the weights
-        and buffers are restored exactly afterwards."""
+    def loss(self, step: int, forward, goal: float = -math.inf) -> float:
+        """The least loss (one forward each, no gradient) at the extrapolated weights,
+        stopping at the first at or below `goal`; the weights and buffers are restored
+        exactly afterwards."""
         import torch
 
         now = self._snapshot()
         buffers = [b.detach().clone() for b in self.buffers]
-        scale = min(self.AHEAD * step, self.cap - step) / self.EVERY
+        scales = sorted({min(k * step, self.cap - step) / self.EVERY for k in self.AHEAD})
+        value = math.inf
         try:
             with torch.no_grad():
-                for p, current, before in zip(self.params, now, self.last, strict=True):
-                    p.copy_(current).add_(current - before, alpha=scale)
-                value = float(forward().detach())
+                for scale in scales:
+                    for p, current, before in zip(self.params, now, self.last, strict=True):
+                        p.copy_(current).add_(current - before, alpha=scale)
+                    for b, saved in zip(self.buffers, buffers, strict=True):
+                        b.copy_(saved)
+                    found = float(forward().detach())
+                    if math.isfinite(found):
+                        value = min(value, found)
+                    if value <= goal:
+                        break
         finally:
             with torch.no_grad():
                 for p, current in zip(self.params, now, strict=True):
@@ -241,7 +251,7 @@ class _Lookahead:
                 for b, saved in zip(self.buffers, buffers, strict=True):
                     b.copy_(saved)
             self.last = now
-        return value if math.isfinite(value) else math.inf
+        return value
 
 
 def _floor(loss, model, ctx) -> float:

@@ -69,17 +69,25 @@ batch = torch.randn(4, 8)
         from nnlint.dynamic.context import SEED, reseed, rounded
         from nnlint.dynamic.training import blocked_at_init, found_after_steps
 
-        def judge(model):
+        def twice(model, recorded: bool):
             runs = []
             for seed in (SEED, SEED + 1):
                 reseed(seed)
                 with torch.no_grad():
-                    runs.append(probes.record(model, lambda: ctx.run(model)))
-            (out_a, rec_a), (out_b, rec_b) = runs
+                    if recorded:
+                        runs.append(probes.record(model, lambda: ctx.run(model)))
+                    else:
+                        runs.append((ctx.run(model), []))
+            return runs
+
+        def judge(model):
+            (out_a, _), (out_b, _) = twice(model, recorded=False)
             a, b = probes.main_output(out_a), probes.main_output(out_b)
             diff = probes.differs(a, b) if a is not None and b is not None else 0.0
             if not diff:
                 return None
+            # Only now again, recorded with the same seeds, to name the first module.
+            (_, rec_a), (_, rec_b) = twice(model, recorded=True)
             module = probes.first_difference(rec_a, rec_b) or ""
             name = module or type(ctx.model).__name__
             return ctx.report(self, module or None, diff=rounded(diff), module=name)

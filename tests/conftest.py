@@ -67,4 +67,4 @@ def write(tmp_path):
 
 def run_subprocess(*args: str, cwd: Path, code: str | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "nnlint", *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)

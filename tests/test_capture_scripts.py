@@ -123,7 +123,7 @@ def test_bad_script_args_are_a_usage_error(tmp_path, flags, config, message):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr

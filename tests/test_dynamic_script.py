@@ -78,7 +78,7 @@ def lint(tmp_path, script, *flags, spec="model.py:Net"):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     after = sorted(p.name for p in tmp_path.iterdir() if p.name not in OWN_CACHES)
     assert before == after, "nnlint changed the user's files"

@@ -148,7 +148,7 @@ def test_fixed_training_script_runs(example):
         cwd=example,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,
         env=_env(),
     )
     assert run.returncode == 0, run.stderr

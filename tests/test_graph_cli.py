@@ -65,7 +65,7 @@ def _nnlint(tmp: Path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=600,
     )
 
 

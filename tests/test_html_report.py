@@ -75,7 +75,10 @@ def browser():
     chromium = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as play:
-        launched = play.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        # Playwright's 30 s defaults are too short for a busy CI machine.
+        launched = play.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox"], timeout=600_000
+        )
         try:
             yield launched
         finally:
@@ -86,6 +89,7 @@ def _render(browser, page_file: Path, screenshot: Path) -> tuple[list, list[str]
     """Open the page in Chromium: each chart's (name, width, height, marks), the console errors."""
     problems: list[str] = []
     page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(600_000)
     try:
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))

@@ -31,7 +31,7 @@ def lint_notebook(tmp_path, *cells, spec="train.ipynb:Small"):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     assert (tmp_path / "train.ipynb").read_bytes() == before

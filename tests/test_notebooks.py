@@ -237,7 +237,7 @@ def test_nbformat_is_imported_only_when_a_notebook_is_linted(tmp_path, write):
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr
 

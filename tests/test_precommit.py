@@ -105,7 +105,7 @@ def test_local_model_hook(tmp_path, hook_env, text, expected):
         env=hook_env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == expected, proc.stdout + proc.stderr
 

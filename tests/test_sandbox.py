@@ -26,7 +26,7 @@ def run(tmp_path, body: str) -> subprocess.CompletedProcess:
         """
     ) + textwrap.dedent(body)
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
 
 

@@ -115,7 +115,7 @@ def test_walks_survive_symlink_loops_dangling_links_and_fifos(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "up").symlink_to("..")
     os.mkfifo(tmp_path / "sub" / "pipe.py")
-    run = nnlint("--format", "concise", ".", cwd=tmp_path, timeout=120)
+    run = nnlint("--format", "concise", ".", cwd=tmp_path, timeout=600)
     assert run.returncode == 1, run.stderr
     assert run.stdout.splitlines()[0].startswith("train.py:8:5: NN201")
     assert "internal error" not in run.stderr and run.stderr == ""
@@ -123,13 +123,13 @@ def test_walks_survive_symlink_loops_dangling_links_and_fifos(tmp_path):
 
 def test_a_fifo_named_on_the_command_line_is_unreadable_not_a_hang(tmp_path):
     os.mkfifo(tmp_path / "pipe.py")
-    run = nnlint("--format", "concise", "pipe.py", cwd=tmp_path, timeout=120)
+    run = nnlint("--format", "concise", "pipe.py", cwd=tmp_path, timeout=600)
     assert "pipe.py:1:1: NN003 cannot read file: not a regular file (a FIFO)" in run.stdout
 
 
 def test_a_symlink_loop_named_on_the_command_line_is_a_usage_error(tmp_path):
     (tmp_path / "loop.py").symlink_to("loop.py")
-    run = nnlint("loop.py", cwd=tmp_path, timeout=120)
+    run = nnlint("loop.py", cwd=tmp_path, timeout=600)
     assert run.returncode == 2
     assert run.stderr == "nnlint: error: loop.py: a symbolic link to nothing, or a loop of links\n"
 

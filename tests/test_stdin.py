@@ -23,7 +23,7 @@ def run_subprocess(args: list[str], cwd, stdin: str) -> Run:
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     return Run(done.returncode, done.stdout, done.stderr)
 

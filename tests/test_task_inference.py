@@ -110,7 +110,7 @@ def test_verbose_and_the_json_summary_name_the_task_and_the_loss(tmp_path: Path)
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": ""},
-        timeout=300,
+        timeout=600,
     )
     setup = json.loads(result.stdout)["summary"]["setup"]
     assert setup == {

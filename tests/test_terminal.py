@@ -39,7 +39,7 @@ def _run(args, cwd, env=None, tty=False):
         if not data:
             break
         chunks.append(data)
-    proc.wait(timeout=300)
+    proc.wait(timeout=600)
     os.close(leader)
     return b"".join(chunks).decode(), ""
 

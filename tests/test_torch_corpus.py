@@ -1,8 +1,10 @@
-"""No script rule crashes on real code: lint spread-out samples of torch's and transformers' sources.
+"""No script rule crashes on real code: spread-out samples of torch's, transformers' and timm's sources.
 
-The files of the installed torch and transformers packages are PyTorch code
+The files of the installed torch, transformers and timm packages are PyTorch code
 written by many hands, in every style the rules have to survive (transformers
-adds training loops, Trainer callbacks and model zoos). Each sample is fixed
+adds training loops, Trainer callbacks and model zoos; timm hundreds of model
+families and its own training utilities). CI installs timm without its
+dependencies: only its files are linted, it is never imported. Each sample is fixed
 (sorted paths, every k-th file of moderate size) so a failure reproduces;
 `benchmarks/static_throughput.py` sweeps every file outside the test run.
 """
@@ -19,7 +21,11 @@ import pytest
 
 # package: (files, smallest and largest size in bytes). The ranges keep each run
 # near half a minute on two cores; the benchmark covers the large files.
-SAMPLES = {"torch": (300, 500, 4_000), "transformers": (120, 2_000, 16_000)}
+SAMPLES = {
+    "torch": (300, 500, 4_000),
+    "transformers": (120, 2_000, 16_000),
+    "timm": (100, 2_000, 16_000),
+}
 
 
 def sources(package: str) -> list[Path]:
@@ -44,7 +50,7 @@ def test_no_rule_crashes_on_real_sources(tmp_path, package):
     assert len(files) >= size // 2, f"only {len(files)} {package} files in the size range"
     command = [sys.executable, "-m", "nnlint", "--static-only", "--isolated", "--format", "json"]
     command += ["--select", "ALL", "--no-cache", "-j", "2", *map(str, files)]
-    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
     assert proc.stdout, proc.stderr
     report = json.loads(proc.stdout)
