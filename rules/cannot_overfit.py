@@ -20,9 +20,10 @@ class CannotOverfit(DynamicRule):
 
     It also looks ahead: every 5 steps, once the loss has come a tenth of
     the way, it moves the weights on along their last 5 steps' direction, as
-    far as they would go at that pace in three times, then in eight times,
-    the steps taken so far (never past the cap), and runs one forward at
-    each; if the loss at either is below the target, it passes. With a small
+    far as they would go at that pace in three, then eight times the steps
+    taken so far (never past the cap), and runs one forward at each, the
+    second only if the first lowered the loss; if the loss at one is below
+    the target, it passes. With a small
     learning rate the loss falls in a straight line, and looking ahead
     answers in a third of the steps or fewer. It never passes a model that cannot get there: the loss is measured
     at real weights, so a loss with a floor above the target (a squashed
@@ -156,7 +157,10 @@ batch = (torch.randn(8, 16), torch.randint(0, 4, (8,)))
             optimizer.step()
             if ahead.due(step, progress=(start - best) / (start - goal) if start > goal else 0.0):
                 value = ahead.loss(
-                    step, lambda: ctx.loss_of(ctx.run(model, args, kwargs), index=index), goal
+                    step,
+                    lambda: ctx.loss_of(ctx.run(model, args, kwargs), index=index),
+                    goal,
+                    last=value,
                 )
                 if value <= goal:
                     return
@@ -198,7 +202,7 @@ class _Lookahead:
     `cap`)."""
 
     EVERY = 5
-    AHEAD = (3, 8)  # the near look first: a far one may overshoot a curved valley
+    AHEAD = (3, 8)  # near first, farther only while the loss falls (a valley curves)
     MAX_BYTES = 32 * 2**20  # two copies of the weights are kept
     FROM = 0.1  # of the way to the target before looking ahead
 
@@ -222,10 +226,12 @@ class _Lookahead:
             return False
         return True
 
-    def loss(self, step: int, forward, goal: float = -math.inf) -> float:
+    def loss(self, step: int, forward, goal: float = -math.inf, last: float = math.inf) -> float:
         """The least loss (one forward each, no gradient) at the extrapolated weights,
-        stopping at the first at or below `goal`; the weights and buffers are restored
-        exactly afterwards."""
+        nearest first, stopping at the first at or below `goal` and at the first no
+        lower than the one before it (`last`, the loss at this step, for the first):
+        the valley curves, so looking farther is wasted. The weights and buffers
+        are restored exactly afterwards."""
         import torch
 
         now = self._snapshot()
@@ -240,8 +246,9 @@ class _Lookahead:
                     for b, saved in zip(self.buffers, buffers, strict=True):
                         b.copy_(saved)
                     found = float(forward().detach())
-                    if math.isfinite(found):
-                        value = min(value, found)
+                    if not math.isfinite(found) or found >= last:
+                        break
+                    value = last = found
                     if value <= goal:
                         break
         finally:

@@ -15,6 +15,7 @@ from dynamic_models import MLP, LeNet, features, images  # noqa: E402
 import nnlint  # noqa: E402
 import nnlint.dynamic.alongside  # noqa: E402
 import nnlint.dynamic.context  # noqa: E402
+import nnlint.dynamic.copies  # noqa: E402
 from nnlint.testing import assert_clean  # noqa: E402
 
 
@@ -172,6 +173,36 @@ def test_a_used_copy_is_reused_with_the_users_weights_restored():
         assert mine.requires_grad == theirs.requires_grad and mine.grad is None
 
 
+def test_a_check_comparing_two_copies_hands_both_back_for_the_next():
+    torch.manual_seed(0)
+    ctx = _context(LeNet())
+    pair = {id(ctx.fresh()), id(ctx.fresh())}
+    ctx.begin(None)
+    assert {id(ctx.fresh()), id(ctx.fresh())} == pair  # no third deep copy
+    ctx.begin(None)
+    big = nnlint.dynamic.copies.Copies(torch.nn.Linear(4096, 4096 + 1024))  # 84 MiB
+    kept = [big.get(), big.get()]
+    big.take_back()
+    assert big.get() in kept and big.get() not in kept  # one spare only
+
+
+def test_preserving_the_global_rngs_does_not_import_numpy_random():
+    code = (
+        "import sys, numpy\n"
+        "if 'numpy.random' in sys.modules:\n"
+        "    sys.exit(0)  # NumPy 1 imports it with numpy\n"
+        "from nnlint.setup.preserve import global_rngs\n"
+        "with global_rngs():\n"
+        "    pass\n"
+        "assert 'numpy.random' not in sys.modules\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_copy_left_with_a_hook_or_another_dtype_is_not_reused():
     torch.manual_seed(0)
     model = LeNet()
@@ -220,6 +251,7 @@ def planted_mlp():
 def test_findings_are_the_same_with_and_without_the_long_check_alongside(monkeypatch):
     from test_dynamic_models import SigmoidMLP
 
+    monkeypatch.setattr(nnlint.dynamic.alongside, "ALONGSIDE_MIN_SECONDS", 0.0)
     for build in (planted_mlp, SigmoidMLP):
         torch.manual_seed(0)
         model = build()
@@ -246,8 +278,10 @@ def overlaps(model, **settings):
     return alongside_view(DynamicContext(setup, path="m.py", line=1, **settings)) is not None
 
 
-def test_the_long_check_runs_alongside_only_where_nothing_can_change():
+def test_the_long_check_runs_alongside_only_where_nothing_can_change(monkeypatch):
     torch.manual_seed(0)
+    assert not overlaps(MLP())  # its ops are too short: two threads would hand the GIL around
+    monkeypatch.setattr(nnlint.dynamic.alongside, "ALONGSIDE_MIN_SECONDS", 0.0)
     assert overlaps(MLP())
     assert not overlaps(NoisyInput())  # its forward draws from the RNG the other checks seed
     assert not overlaps(MLP(), device="cuda")
@@ -259,6 +293,7 @@ def test_the_long_check_runs_alongside_only_where_nothing_can_change():
 
 def test_a_check_alongside_past_its_budget_is_an_nn007_and_the_others_still_report(monkeypatch):
     monkeypatch.setattr(nnlint.dynamic.context, "CHECK_BUDGET", 0.0)
+    monkeypatch.setattr(nnlint.dynamic.alongside, "ALONGSIDE_MIN_SECONDS", 0.0)
     found = nnlint.check(
         planted_mlp(), batch=features(), loss_fn=F.cross_entropy, select=["NN309", "NN301", "NN007"]
     )

@@ -114,3 +114,25 @@ def test_a_loss_with_a_floor_above_the_target_never_passes_by_looking_ahead(buil
     found, trained, looked = overfit_steps(build(), adam(lr), batch())
     assert [f.code for f in found] == ["NN309"]
     assert looked >= 1  # it looked ahead and still failed
+
+
+def test_looking_ahead_goes_farther_only_while_the_loss_falls(monkeypatch):
+    monkeypatch.setattr(_Lookahead, "AHEAD", (2, 4, 8))
+    torch.manual_seed(0)
+    model = MLP()
+    ahead = _Lookahead(model, cap=300)
+    ahead.last = [p.detach().clone() - 0.01 for p in ahead.params]
+    rising = iter([2.0, 3.0, 1.0])  # the second look is worse: the third is not run
+    calls = []
+
+    def forward():
+        calls.append(1)
+        return torch.tensor(next(rising))
+
+    assert ahead.loss(10, forward, goal=0.5, last=2.5) == 2.0
+    assert len(calls) == 2
+    calls.clear()
+    assert ahead.loss(15, lambda: calls.append(1) or torch.tensor(4.0), last=2.5) == float("inf")
+    assert len(calls) == 1  # no lower than the loss at this step: no farther look
+    falling = iter([2.0, 1.5, 0.25])
+    assert ahead.loss(20, lambda: torch.tensor(next(falling)), goal=0.5, last=2.5) == 0.25

@@ -3,6 +3,11 @@ runs in a worker thread beside the others where that cannot change any result:
 on the CPU, for small models, when the model's forward draws nothing from the
 global RNG. Torch releases the GIL inside its kernels and autograd, so on two
 cores the short checks then cost little wall time.
+
+Not for the smallest models: where a forward and backward take a few
+milliseconds, the ops are so short that the two threads mostly hand the GIL to
+each other. On the benchmark's tiny transformer that cost 15-30% more CPU for
+no wall time saved; serially, the whole phase takes a fraction of a second.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from nnlint.dynamic.run import crashed, run_one, skipped
 
 # The most parameter and buffer bytes of a model whose long check may run beside the others.
 ALONGSIDE_MAX_BYTES = 64 * 2**20
+# The least CPU seconds of the shared forward, loss and backward for it to be worth it.
+ALONGSIDE_MIN_SECONDS = 0.02
 
 
 class Alongside(threading.Thread):
@@ -73,8 +80,9 @@ def start_alongside(
 
 
 def alongside_view(ctx: DynamicContext) -> DynamicContext | None:
-    """A view for a long check to run beside the others, where that changes no result
-    and adds little memory: two cores, the CPU, a small model, and a train-mode forward
+    """A view for a long check to run beside the others, where that changes no result,
+    adds little memory and saves time: two cores, the CPU, a small model whose shared
+    forward and backward take at least `ALONGSIDE_MIN_SECONDS`, and a train-mode forward
     (dropout off, as the long check trains) that draws nothing from the global RNG.
     The copy that forward ran on is kept in the view for the check."""
     if ctx.device != "cpu" or _cores() < 2:
@@ -86,6 +94,8 @@ def alongside_view(ctx: DynamicContext) -> DynamicContext | None:
         return None
     if sum(t.numel() * t.element_size() for t in tensors) > ALONGSIDE_MAX_BYTES:
         return None
+    if ctx.passes().seconds < ALONGSIDE_MIN_SECONDS:
+        return None  # ops this short: two threads cost more CPU than they save in wall time
     view = ctx.alongside()
     try:
         model = view.fresh(train=True, dropout=False)

@@ -48,6 +48,7 @@ class SharedPasses:
     first_nonfinite: tuple[str, str] | None
     grads: dict[str, Any] = field(default_factory=dict)
     nonfinite_op: NonFiniteOp | None = None  # the op that made it, at the user's line
+    seconds: float = 0.0  # CPU seconds of the forward, loss and backward (this thread's)
 
     @property
     def finite(self) -> bool:
@@ -177,6 +178,7 @@ class DynamicContext:
 
         handles = [m.register_forward_hook(watch) for m in model.modules()]
         reseed()
+        start = time.thread_time()
         try:
             out = self.run(model)
         finally:
@@ -189,6 +191,7 @@ class DynamicContext:
             grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
         value = float(loss.detach()) if loss is not None else None
         passes = SharedPasses(model, out, value, first[0] if first else None, grads)
+        passes.seconds = time.thread_time() - start
         if first:
             replay = self.fresh(train=True)
             reseed()

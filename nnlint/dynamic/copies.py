@@ -2,10 +2,11 @@
 
 Each check trains or probes its own copy, never the user's model. Deep-copying
 a module costs milliseconds of Python per call, more than the small checks
-themselves, so a copy a finished check hands back is kept and, for the next
-check, has its parameters and buffers copied back from the user's model. A copy
-whose structure the check changed (a hook left registered, a module swapped,
-`.double()`) is dropped and the next one is a fresh deep copy.
+themselves, so the copies a finished check hands back are kept (two for a
+small model, since some checks compare two copies; one otherwise) and, for the
+next check, have their parameters and buffers copied back from the user's
+model. A copy whose structure the check changed (a hook left registered, a
+module swapped, `.double()`) is dropped and the next one is a fresh deep copy.
 """
 
 from __future__ import annotations
@@ -25,17 +26,24 @@ _HOOKS = (
 )
 
 
+# The most parameter and buffer bytes of a model of which two spare copies are kept.
+TWO_SPARES_MAX_BYTES = 64 * 2**20
+
+
 class Copies:
     """Hands out copies of `model`; `take_back()` when the check using them is done."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
         self._lent: list[Any] = []  # handed out to the running check
-        self._spare: Any = None  # one a finished check is done with
+        self._spares: list[Any] = []  # ones finished checks are done with
+        tensors = [*model.parameters(), *model.buffers()]
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        self._keep = 2 if size <= TWO_SPARES_MAX_BYTES else 1
 
     def get(self) -> Any:
         """A copy with the user's weights, buffers and `requires_grad` flags."""
-        model, self._spare = self._spare, None
+        model = self._spares.pop() if self._spares else None
         if model is None:
             model = copy.deepcopy(self.model)
         else:
@@ -51,12 +59,14 @@ class Copies:
         return model
 
     def take_back(self, keep: Any = None) -> None:
-        """The running check is done: keep one of its copies unless still in use (`keep`)."""
+        """The running check is done: keep its copies that are not still in use (`keep`),
+        as many as there is room for."""
         lent, self._lent = self._lent, []
         for model in reversed(lent):
-            if model is not keep and same_structure(model, self.model):
-                self._spare = model
+            if len(self._spares) >= self._keep:
                 return
+            if model is not keep and same_structure(model, self.model):
+                self._spares.append(model)
 
 
 def same_structure(copy_: Any, original: Any) -> bool:
