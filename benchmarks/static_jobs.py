@@ -16,7 +16,6 @@ Usage: python benchmarks/static_jobs.py [--runs N] [--files N] [--no-busy] [--js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from static_throughput import BenchmarkError, torch_sources
+from static_throughput import BenchmarkError, emit, torch_sources
 
 SPIN = "while True: pass"
 
@@ -114,18 +113,15 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1 or args.files < 1:
         parser.error("--runs and --files must be at least 1")
-    try:
-        rows = measure(args.files, args.runs, not args.no_busy)
-    except BenchmarkError as exc:
-        print(f"static_jobs: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(rows))
-        return 0
+    return emit(
+        "static_jobs", lambda: measure(args.files, args.runs, not args.no_busy), table, args.json
+    )
+
+
+def table(rows: list[dict]) -> None:
     print(f"{'case':<28}{'default -j':>12}{'-j 1':>10}{'ratio':>8}  target")
     for row in rows:
         print(f"{row['case']:<28}{row['nnlint']:>11.2f}s{row['alt']:>9.2f}s{row['ratio']:>7.2f}x")
-    return 0
 
 
 if __name__ == "__main__":

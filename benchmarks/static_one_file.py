@@ -19,7 +19,6 @@ Usage: python benchmarks/static_one_file.py [--runs N] [--files N] [--json]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -29,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from static_throughput import BenchmarkError, children_cpu, torch_sources, torchfix_command
+from static_throughput import children_cpu, emit, torch_sources, torchfix_command
 
 TRAIN = """\
 import torch
@@ -158,21 +157,17 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=300, help="files in the cache run")
     parser.add_argument("--json", action="store_true", help="print rows for benchmarks/run.py")
     args = parser.parse_args()
-    try:
-        rows = json_rows(one_file(args.runs), cache(args.files))
-    except BenchmarkError as exc:
-        print(f"static_one_file: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(rows))
-        return 0
+    produce = lambda: json_rows(one_file(args.runs), cache(args.files))  # noqa: E731
+    return emit("static_one_file", produce, table, args.json)
+
+
+def table(rows: list[dict]) -> None:
     print(f"{'case':<44}{'nnlint':>9}{'alternative':>26}{'alt':>9}{'ratio':>8}  target")
     for row in rows:
         print(
             f"{row['case']:<44}{row['nnlint']:>9.3f}{row['alternative']:>26}"
             f"{row['alt']:>9.3f}{row['ratio']:>7.2f}x  {row['target']}"
         )
-    return 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,21 @@ class BenchmarkError(Exception):
     """The benchmark cannot run; the message says why, in one line."""
 
 
+def emit(name: str, produce, table, as_json: bool) -> int:
+    """A benchmark's exit code: its rows (`produce()`) as JSON for `run.py` or as
+    `table(rows)`; exit 2 with one line on stderr when it cannot run."""
+    try:
+        rows = produce()
+    except BenchmarkError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        table(rows)
+    return 0
+
+
 @dataclass
 class Timing:
     """Files linted, wall-clock seconds, and CPU seconds of all the tool's processes."""
