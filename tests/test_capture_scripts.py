@@ -336,3 +336,23 @@ def test_a_loss_chosen_by_a_flag_is_judged_as_the_script_ran(tmp_path, mode):
     rc, report, stderr = lint(tmp_path, {"train.py": SWITCHED_LOSS}, *flags)
     assert rc == 0, (report.get("findings"), stderr)
     assert codes(report) == [], report["findings"]
+
+
+def test_an_unseeded_script_draws_the_same_numbers_on_every_run(tmp_path):
+    script = """
+    import random
+    import sys
+
+    import numpy
+    import torch
+
+    drawn = (torch.rand(1).item(), random.random(), numpy.random.rand())
+    sys.exit(f"drew {drawn}")
+    """
+    files = {"models.py": "import torch\nNet = lambda: torch.nn.Linear(4, 2)\n", "train.py": script}
+    messages = []
+    for _ in range(2):
+        rc, report, _ = lint(tmp_path, files, "--model", "models.py:Net")
+        messages += [f["message"] for f in of(report, "NN006")]
+    assert len(messages) == 2 and "drew (" in messages[0], messages
+    assert messages[0] == messages[1]

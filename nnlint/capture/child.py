@@ -8,6 +8,10 @@ says where. The graph and dynamic phases then run here, on the model as the
 script built it, with its first batch: custom losses and classes defined in
 `__main__` cannot be pickled back, the findings can.
 
+The script runs with the global RNGs seeded (`seed_globals`), as if it had
+called `torch.manual_seed(0)` first, so an unseeded script gives the same
+findings on every run.
+
 Before the script runs, the child is contained (`nnlint.setup.contain`): the
 project, the home folder and the script's folder are overlaid, so whatever the
 script writes, by any means, lands in the run's scratch folder and the user's
@@ -59,6 +63,9 @@ from nnlint.setup.resolve import resolve
 from nnlint.setup.sandbox import cache_dirs, guarded
 from nnlint.setup.sites import Site, recording, user_site
 from nnlint.setup.specs import LossSpec, OptimizerSpec, Setup
+
+
+SCRIPT_SEED = 0  # what an unseeded training script runs with
 
 
 class CaptureTimeout(BaseException):
@@ -140,6 +147,7 @@ def _run_script(
         )
         state.guard.__enter__()
     stop_at_first_step(state)
+    seed_globals()
 
     def expire(_signum: int, _frame: Any) -> None:
         raise CaptureTimeout()
@@ -172,6 +180,21 @@ def _run_script(
         for undo in reversed(state.undo):
             undo()
     return "it finished without calling optimizer.step()", 1
+
+
+def seed_globals() -> None:
+    """Seed Python's, torch's and NumPy's global RNGs before the script runs, so that a
+    script that never seeds itself builds the same model and batch on every run and
+    the verdicts do not change from one run to the next. A script's own seed wins.
+    This is the child's RNG: the user's process is not touched."""
+    import random
+
+    random.seed(SCRIPT_SEED)
+    torch.manual_seed(SCRIPT_SEED)
+    if "numpy" in sys.modules:  # torch imports it; its random module costs a few ms
+        import numpy.random
+
+        numpy.random.seed(SCRIPT_SEED)
 
 
 def _run_notebook(script: Path) -> None:
