@@ -38,6 +38,7 @@ from nnlint.core.config import (
     split_args,
 )
 from nnlint.core.errors import UsageError
+from nnlint.core.files import is_file
 from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, render, setup_line
 
@@ -439,10 +440,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     _apply_selection(settings, args)
     _apply_model_flags(settings, args)
     if settings.script is None:
-        scripts = [p for p in settings.paths if p.endswith((".py", ".ipynb")) and Path(p).is_file()]
+        scripts = [p for p in settings.paths if p.endswith((".py", ".ipynb")) and is_file(p)]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
-    elif not Path(settings.script).is_file():
+    elif not is_file(settings.script):
         raise UsageError(f"--script {settings.script}: no such file")
     if args.script_args is not None and settings.script is None:
         raise UsageError("--script-args: no training script to pass them to (use --script PATH)")

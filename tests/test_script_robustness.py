@@ -134,6 +134,50 @@ def test_a_symlink_loop_named_on_the_command_line_is_a_usage_error(tmp_path):
     assert run.stderr == "nnlint: error: loop.py: a symbolic link to nothing, or a loop of links\n"
 
 
+def test_a_path_through_a_loop_of_links_is_a_usage_error(tmp_path):
+    (tmp_path / "self").symlink_to("self")
+    for flags in ((), ("--static-only",)):
+        run = nnlint(*flags, "self/x.py", cwd=tmp_path, timeout=600)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr == "nnlint: error: self/x.py: a loop of symbolic links\n"
+
+
+def _unprivileged() -> list[str] | None:
+    """A command prefix that drops root's power to read any folder (a new user
+    namespace, where this process is nobody), or None where neither is needed nor works."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        done = subprocess.run(["unshare", "-U", "true"], capture_output=True, timeout=600)
+    except OSError:
+        return None
+    return ["unshare", "-U"] if done.returncode == 0 else None
+
+
+def test_a_path_in_a_folder_that_cannot_be_searched_is_a_usage_error(tmp_path):
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("runs as root and cannot leave root's permissions behind")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "train.py").write_text(BUGGY)
+    locked.chmod(0)
+    try:
+        for flags in ((), ("--static-only",)):
+            command = [*prefix, sys.executable, "-m", "nnlint", "--isolated", *flags]
+            run = subprocess.run(
+                [*command, "locked/train.py"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert run.returncode == 2, run.stderr
+            assert run.stderr == "nnlint: error: locked/train.py: permission denied\n"
+    finally:
+        locked.chmod(0o755)
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -68,19 +68,24 @@ def collect_files(
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)
-        if path.is_symlink() and not path.exists():  # before resolve(), which fails on a loop
-            raise UsageError(f"{raw}: a symbolic link to nothing, or a loop of links")
-        if force_exclude and _forced_out(path, root, skipped):
-            continue
-        if path.resolve() in in_memory:
-            found[path] = None
-            continue
-        if not path.exists():
-            raise UsageError(f"{raw}: no such file or directory")
-        if not path.is_dir():
-            if not is_excluded(path, user_exclude, root):
+        try:
+            if path.is_symlink() and not path.exists():  # before resolve(), which fails on a loop
+                raise UsageError(f"{raw}: a symbolic link to nothing, or a loop of links")
+            if force_exclude and _forced_out(path, root, skipped):
+                continue
+            if path.resolve() in in_memory:
                 found[path] = None
-            continue
+                continue
+            if not path.exists():
+                raise UsageError(f"{raw}: no such file or directory")
+            if not path.is_dir():
+                if not is_excluded(path, user_exclude, root):
+                    found[path] = None
+                continue
+        except RuntimeError:  # Python 3.11's resolve() on a loop of links above the file
+            raise UsageError(f"{raw}: a loop of symbolic links") from None
+        except OSError as exc:  # a folder above it that cannot be searched
+            raise UsageError(f"{raw}: {(exc.strerror or str(exc)).lower()}") from None
         for folder, dirnames, filenames in os.walk(path):
             here = Path(folder)
             dirnames[:] = sorted(d for d in dirnames if not skipped(here / d))
@@ -114,6 +119,15 @@ def is_venv(folder: Path) -> bool:
     try:
         return (folder / "pyvenv.cfg").exists()
     except OSError:
+        return False
+
+
+def is_file(path: str | Path) -> bool:
+    """`Path.is_file()`, False where Python 3.11 raises instead (a folder above that
+    cannot be searched, a loop of links)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, RuntimeError):
         return False
 
 
