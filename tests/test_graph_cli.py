@@ -153,3 +153,23 @@ def test_loss_takes_a_file_path_like_model(project: Path):
     missing = _nnlint(project, "--model", "mymod:Net", "--loss", "nolosses.py:smooth_ce")
     assert missing.returncode == 2
     assert "nolosses.py: no such file" in missing.stderr
+
+
+def test_a_loss_in_a_package_is_found_without_running_the_package(project: Path):
+    package = project / "lossy"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import os\nopen('INIT_RAN', 'w').close()\nos.chdir(os.sep)\n"
+    )
+    (package / "ce.py").write_text(
+        "import torch.nn.functional as F\n\ndef ce(logits, target):\n"
+        "    return F.cross_entropy(logits, target)\n"
+    )
+    ok = _nnlint(project, "--model", "mymod:Net", "--loss", "lossy.ce:ce", "-o", "out.txt")
+    assert ok.returncode in (0, 1), ok.stderr
+    assert (project / "out.txt").is_file()  # nnlint's own folder did not move
+    assert not (project / "INIT_RAN").exists()  # the package ran only in the contained child
+    missing = _nnlint(project, "--model", "mymod:Net", "--loss", "lossy.nope:ce")
+    assert missing.returncode == 2
+    assert "cannot find module 'lossy.nope'" in missing.stderr
+    assert not (project / "INIT_RAN").exists()

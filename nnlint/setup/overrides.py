@@ -56,12 +56,26 @@ def _check_loss(settings: Any) -> None:
             raise UsageError(f"--loss {settings.loss!r}: {spec.module}: no such file")
         return
     put_on_path(search_dirs(settings))
-    try:
-        found = importlib.util.find_spec(spec.module)
-    except (ImportError, ValueError):
-        found = None
-    if found is None:
+    if not module_exists(spec.module):
         raise UsageError(f"--loss {settings.loss!r}: cannot find module {spec.module!r}")
+
+
+def module_exists(name: str) -> bool:
+    """Whether `name` can be imported, found without running any of it: not even the
+    `__init__.py` of the packages above it, which `importlib.util.find_spec` imports
+    (user code runs only in the contained child)."""
+    from importlib.machinery import PathFinder
+
+    parts = name.split(".")
+    try:
+        found = importlib.util.find_spec(parts[0])  # a top-level name: nothing is imported
+        for depth in range(2, len(parts) + 1):
+            if found is None or found.submodule_search_locations is None:
+                return False
+            found = PathFinder.find_spec(".".join(parts[:depth]), found.submodule_search_locations)
+    except (ImportError, ValueError):
+        return False
+    return found is not None
 
 
 def check_overrides(settings: Any) -> None:
