@@ -30,8 +30,11 @@ import time
 import warnings
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesmith import from_grammar
+try:
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesmith import from_grammar
+except ImportError:
+    sys.exit("fuzz_script_phase: needs hypothesmith: pip install hypothesmith")
 
 from nnlint.core.registry import load_registry
 from nnlint.core.rule import Phase as RulePhase

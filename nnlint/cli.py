@@ -7,11 +7,16 @@ Exit codes follow ruff: 0 nothing at or above `--fail-level`, 1 findings,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from nnlint import __version__
 from nnlint.cli_modes import (
@@ -387,13 +392,17 @@ def _apply_selection(settings: Settings, args: argparse.Namespace) -> None:
         settings.per_file_ignores.setdefault(pattern, []).extend(codes)
     if args.fail_level:
         settings.fail_level = Severity.parse(args.fail_level)
-    if args.baseline:
+    if args.baseline is not None:
+        if not args.baseline.strip():
+            raise UsageError("--baseline '': needs a path")
         settings.baseline = Path(args.baseline)
 
 
 def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     for flag in _PLAIN:
         value = getattr(args, flag)
+        if isinstance(value, str) and not value.strip():
+            raise UsageError(f"--{flag.replace('_', '-')} '': needs a value")
         if value is not None:
             setattr(settings, flag, value)
     if args.model_kwargs is not None:
@@ -415,6 +424,9 @@ def _apply_model_flags(settings: Settings, args: argparse.Namespace) -> None:
     settings.cache = settings.cache and not args.no_cache
     settings.report = args.report
     settings.stats = args.stats
+    for flag, value in (("-o", args.output_file), ("--report", args.report)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} '': needs a path")
     if args.report is not None:
         from nnlint.htmlreport import require_chart_library
 
@@ -543,16 +555,56 @@ def _run(argv: Sequence[str]) -> int:
     return EXIT_FINDINGS if failing else EXIT_CLEAN
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so children are killed and scratch removed."""
+
+
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise Terminated()
+
+
+def _default_term_in_child() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked child dies as it would have
+
+
+@contextlib.contextmanager
+def _unwinding_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, `timeout`, `kill`) raises `Terminated` in this
+    process while `main` runs, where nobody else has set a handler."""
+    global _fork_hook
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    if not _fork_hook:
+        os.register_at_fork(after_in_child=_default_term_in_child)
+        _fork_hook = True
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+_fork_hook = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        return _run(sys.argv[1:] if argv is None else argv)
+        with _unwinding_on_sigterm():
+            return _run(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
         print(f"nnlint: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("nnlint: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("nnlint: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except Exception as exc:
         if debug:
             traceback.print_exc()

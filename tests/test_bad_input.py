@@ -297,6 +297,29 @@ CASES = [
     Case("unknown-loss-name", (*NO_DYNAMIC, "--loss", "hinge"), "usage", "hinge"),
     Case("bad-input-dtype", (*NO_DYNAMIC, "--input-dtype", "floaty"), "usage", "floaty"),
     Case("negative-capture-timeout", (*FULL, "--capture-timeout", "-1"), "usage", "-1"),
+    Case(
+        "empty-select-in-config",
+        ("train.py",),
+        "usage",
+        "'select' names no rule",
+        files=project(**{"pyproject.toml": "[tool.nnlint]\nselect = []\n"}),
+    ),
+    Case(
+        "empty-model-in-config",
+        ("train.py",),
+        "usage",
+        "'model' is empty",
+        files=project(**{"pyproject.toml": "[tool.nnlint]\nmodel = ''\n"}),
+    ),
+    Case("empty-model-flag", ("train.py", "--model="), "usage", "--model '': needs a value"),
+    Case("empty-loss-flag", (*NO_DYNAMIC, "--loss="), "usage", "--loss '': needs a value"),
+    Case("empty-output-path", ("train.py", "-o", ""), "usage", "-o '': needs a path"),
+    Case(
+        "optimizer-option-says-a-number-is-expected",
+        (*NO_DYNAMIC, "--optimizer", "AdamW:lr=abc"),
+        "usage",
+        "lr=abc: expected a number",
+    ),
     # -- a phase cannot use valid input: an NN0xx finding, then fall back ----------
     Case(
         "script-syntax-error",

@@ -334,3 +334,31 @@ def test_no_temporary_folder_is_left_behind(tmp_path, script):
     assert changes == [] and left == [], (changes, left, proc.stderr)
     if script:
         assert not [f for f in report["findings"] if f["code"] == "NN006"], report["findings"]
+
+
+def test_sigterm_during_the_capture_ends_quietly_and_leaves_no_temp_folder(tmp_path):
+    project, tmp = tmp_path / "project", tmp_path / "tmp"
+    project.mkdir()
+    tmp.mkdir()
+    (project / "model.py").write_text(NET.format(forward="        return self.fc2(self.fc1(x))\n"))
+    (project / "train.py").write_text("import time\n\nwhile True:\n    time.sleep(0.1)\n")
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnlint", "--isolated", "train.py", "--model", "model.py:Net"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    # the capture child's scratch, inside the model child's, inside nnlint's own
+    while not list(tmp.glob("nnlint-run-*/tmp/nnlint-run-*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # the script is running
+    proc.terminate()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 143, err
+    assert err == "nnlint: terminated\n" and out == ""
+    assert list(tmp.iterdir()) == []

@@ -64,7 +64,6 @@ from nnlint.setup.sandbox import cache_dirs, guarded
 from nnlint.setup.sites import Site, recording, user_site
 from nnlint.setup.specs import LossSpec, OptimizerSpec, Setup
 
-
 SCRIPT_SEED = 0  # what an unseeded training script runs with
 
 

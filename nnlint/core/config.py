@@ -104,7 +104,16 @@ def split_args(text: str, where: str) -> list[str]:
 def _string(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise UsageError(f"config key {key!r} must be a string")
+    if not value.strip():
+        raise UsageError(f"config key {key!r} is empty: give a value or leave the key out")
     return value
+
+
+def _selection(key: str, value: Any) -> list[str]:
+    codes = [c for c in _strings(key, value) if c.strip()]
+    if not codes:
+        raise UsageError(f'config key {key!r} names no rule (use "ALL" for every rule)')
+    return codes
 
 
 def _boolean(key: str, value: Any) -> bool:
@@ -200,7 +209,7 @@ _KEYS = {
     "extend-include": ("extend_include", _strings),
     "respect-gitignore": ("respect_gitignore", _boolean),
     "force-exclude": ("force_exclude", _boolean),
-    "select": ("select", _strings),
+    "select": ("select", _selection),
     "ignore": ("ignore", _strings),
     "extend-select": ("extend_select", _strings),
     "per-file-ignores": ("per_file_ignores", _table),

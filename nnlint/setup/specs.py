@@ -259,11 +259,26 @@ def optimizer_from_spec(text: str | None) -> tuple[type, dict]:
             f"unknown optimizer {name!r}: expected a torch.optim class such as Adam or SGD"
         )
     options: dict = {}
+    defaults = _defaults(cls)
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, _, value = item.partition("=")
-        options[key.strip()] = _value(value.strip())
+        key, parsed = key.strip(), _value(value.strip())
+        default = defaults.get(key)
+        numeric = isinstance(default, int | float) and not isinstance(default, bool)
+        if isinstance(parsed, str) and (numeric or key == "lr"):
+            raise ValueError(f"{key}={value.strip()}: expected a number")
+        options[key] = parsed
     options.setdefault("lr", 1e-3)
     return cls, options
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """The optimizer's keyword defaults (lr's may be a tensor or missing)."""
+    try:
+        parameters = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def _value(text: str) -> Any:
