@@ -9,6 +9,7 @@ stays byte-identical.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import json
 import mmap
@@ -538,3 +539,51 @@ def test_the_cli_runs_a_hostile_script_on_a_copy(layers, tmp_path):
     if protection == "overlay + landlock":  # every action ran, on the copy
         assert [f for f in report["findings"] if f["code"] == "NN006"] == [], report["findings"]
         assert "dynamic.init-loss" in report["summary"]["timings"]
+
+
+def full_snapshot(root: Path) -> dict[str, tuple]:
+    """`snapshot` plus what metadata calls change: owner, times, extended attributes."""
+    seen = snapshot(root)
+    for name in list(seen):
+        info = (root / name).lstat()
+        attrs = sorted(os.listxattr(root / name, follow_symlinks=False))
+        seen[name] = (*seen[name], info.st_uid, info.st_gid, info.st_mtime_ns, attrs)
+    return seen
+
+
+def test_metadata_outside_the_project_cannot_change_either(layers, tmp_path):
+    """Landlock has no right for chmod, chown, utime or setxattr: the rest of the tree
+    is read-only instead, so a dataset folder outside the project keeps its metadata."""
+    project = make_project(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "dataset.bin").write_bytes(WEIGHTS)
+    before = full_snapshot(tmp_path)
+
+    def change_metadata(project: Path) -> dict:
+        results = {}
+        for where in (project / "data.txt", outside / "dataset.bin", outside):
+            for name, call in (
+                ("chmod", lambda p: os.chmod(p, 0o777)),
+                ("utime", lambda p: os.utime(p, (0, 0))),
+                ("chown", lambda p: os.chown(p, os.getuid(), os.getgid())),
+                ("setxattr", lambda p: os.setxattr(p, "user.nnlint", b"1")),
+            ):
+                try:
+                    call(where)
+                    results[f"{where.name} {name}"] = "done"
+                except OSError as exc:
+                    results[f"{where.name} {name}"] = errno.errorcode.get(exc.errno, "?")
+        return results
+
+    report = in_child(change_metadata, project, tmp_path / "scratch")
+    assert "read-only" in report.get("layers", []), report
+    done = report["readback"]
+    assert done["data.txt chmod"] == "done" and done["data.txt utime"] == "done"  # its copy
+    for key, outcome in done.items():
+        if not key.startswith("data.txt"):
+            assert outcome in ("EROFS", "EACCES", "EPERM"), (key, outcome)
+    after = full_snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("scratch")} == {
+        k: v for k, v in before.items() if not k.startswith("scratch")
+    }

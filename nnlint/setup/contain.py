@@ -10,6 +10,10 @@ user code runs. It stacks what the kernel allows, strongest first:
 - a PID namespace, whose PID 1 this process becomes (the caller goes on in a
   forked child, see `_enter_pid_namespace`), so nothing the code starts
   outlives it; a private `/dev/shm`;
+- every other mount read-only (`mount_setattr`, recursively from `/`), so
+  what Landlock has no right for cannot change files outside the overlays
+  either: their mode, owner, times and extended attributes (`chmod`, `chown`,
+  `utime`, `setxattr` fail with EROFS);
 - Landlock: writes outside the overlays, `scratch` and a few devices fail with
   EACCES, and mounts are refused, so the overlays cannot be taken away.
 
@@ -42,6 +46,8 @@ SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF =
 LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 LANDLOCK_SCOPE_SIGNAL = 1 << 1
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture (a 5.12 syscall)
+MOUNT_ATTR_RDONLY, AT_RECURSIVE, AT_FDCWD = 0x1, 0x8000, -100
 
 # Landlock filesystem rights that change something: write, remove, make (bits 1, 4-12).
 _WRITE_FILE = 1 << 1
@@ -66,6 +72,10 @@ class _RulesetAttr(ctypes.Structure):
     _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
 
 
+class _MountAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("set", "clear", "propagation", "userns")]
+
+
 class _PathBeneath(ctypes.Structure):
     _pack_ = 1
     _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
@@ -75,7 +85,7 @@ class _PathBeneath(ctypes.Structure):
 class Protection:
     """The layers `contain()` set up, what they cover, and why any is missing."""
 
-    layers: tuple[str, ...] = ()  # of "overlay", "pid-namespace", "landlock", "memory-limit"
+    layers: tuple[str, ...] = ()  # "overlay", "read-only", "pid-namespace", "landlock", "memory-limit"
     overlaid: tuple[str, ...] = ()  # directories whose writes land in scratch
     readonly: tuple[str, ...] = ()  # mounts under them that could only be made read-only
     missing: tuple[str, ...] = ()  # one reason per layer left out
@@ -165,10 +175,17 @@ def contain(
     except OSError as exc:
         missing.append(f"no overlay: {exc.strerror or exc}")
     else:
-        overlaid, readonly, failed = _overlay(dirs, scratch, privileged)
+        writable = [os.path.realpath(w) for w in writable if os.path.isdir(w)]
+        keep = _own_mounts([scratch, *writable])  # before the overlays, whose layers it holds
+        overlaid, readonly, failed, mounted = _overlay(dirs, scratch, privileged)
         if overlaid:
             layers.append("overlay")
         missing.extend(failed)
+        try:
+            _read_only_elsewhere([*mounted, *keep, "/proc"])
+            layers.append("read-only")
+        except OSError as exc:
+            missing.append(f"the rest not read-only: {exc.strerror or exc}")
         with contextlib.suppress(OSError):
             _check(_libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, None), "")
         if privileged:
@@ -279,10 +296,35 @@ def _mounts_under(path: str) -> list[str]:
     return sorted(set(points), key=lambda p: p.count("/"))
 
 
+def _own_mounts(paths: list[str]) -> list[str]:
+    """Bind each directory onto itself, so it stays writable when the rest is made
+    read-only; those that could be."""
+    done = []
+    for path in paths:
+        flags = MS_BIND | MS_REC
+        if _libc.mount(path.encode(), path.encode(), None, flags, None) == 0:
+            done.append(path)
+    return done
+
+
+def _mount_setattr(path: str, attr: _MountAttr, flags: int) -> None:
+    size = ctypes.sizeof(attr)
+    result = _syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr), size)
+    _check(result, f"mount_setattr {path}")
+
+
+def _read_only_elsewhere(writable: list[str]) -> None:
+    """Every mount read-only except the topmost mount at each of `writable`."""
+    _mount_setattr("/", _MountAttr(set=MOUNT_ATTR_RDONLY), AT_RECURSIVE)
+    for path in writable:
+        _mount_setattr(path, _MountAttr(clear=MOUNT_ATTR_RDONLY), 0)
+
+
 def _overlay(
     dirs: list[str], scratch: str, privileged: bool
-) -> tuple[list[str], list[str], list[str]]:
-    """Overlay each directory and the mounts inside it; (overlaid, read-only, failures)."""
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Overlay each directory and the mounts inside it; (overlaid, read-only, failures,
+    every overlay mounted)."""
     # Open every lower layer first: once a directory is overlaid, the mounts
     # inside it are hidden, and each gets its own overlay on top.
     targets = [(d, mount) for d in dirs for mount in (d, *_mounts_under(d))]
@@ -290,7 +332,7 @@ def _overlay(
     for _, mount in targets:
         with contextlib.suppress(OSError):
             lowers[mount] = os.open(mount, os.O_PATH | os.O_CLOEXEC)
-    overlaid, readonly, failed = [], [], []
+    overlaid, readonly, failed, mounted = [], [], [], []
     layers = os.path.join(scratch, "overlay")
     os.makedirs(layers, exist_ok=True)
     in_memory = False
@@ -313,6 +355,7 @@ def _overlay(
                 _check(_libc.mount(b"tmpfs", layers.encode(), b"tmpfs", flags, b"mode=700"), "")
                 in_memory = True
                 _mount_overlay(mount, lower, layer, privileged)
+            mounted.append(mount)
             if mount == top:
                 overlaid.append(top)
         except OSError as exc:
@@ -325,7 +368,7 @@ def _overlay(
                 failed.append(f"{mount} not overlaid: {exc.strerror or exc}")
     for fd in lowers.values():
         os.close(fd)
-    return overlaid, readonly, failed
+    return overlaid, readonly, failed, mounted
 
 
 def _mount_overlay(mount: str, lower: str, layer: str, privileged: bool) -> None:
