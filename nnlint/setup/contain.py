@@ -85,7 +85,9 @@ class _PathBeneath(ctypes.Structure):
 class Protection:
     """The layers `contain()` set up, what they cover, and why any is missing."""
 
-    layers: tuple[str, ...] = ()  # "overlay", "read-only", "pid-namespace", "landlock", "memory-limit"
+    layers: tuple[
+        str, ...
+    ] = ()  # "overlay", "read-only", "pid-namespace", "landlock", "memory-limit"
     overlaid: tuple[str, ...] = ()  # directories whose writes land in scratch
     readonly: tuple[str, ...] = ()  # mounts under them that could only be made read-only
     missing: tuple[str, ...] = ()  # one reason per layer left out
