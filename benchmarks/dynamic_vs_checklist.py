@@ -438,11 +438,13 @@ def one_thread_env(threads: int) -> dict[str, str]:
 # of nnlint's own process and of its children (the contained model child and what it
 # started: the capture child, the checks) to the file named in NNLINT_BENCH_TIMES.
 CLI_WRAPPER = """
-import atexit, json, os, sys
+import atexit, json, os, resource, sys
 
 def _times():
-    t = os.times()
-    own, children = t.user + t.system, t.children_user + t.children_system
+    # getrusage, not os.times(): that one counts in clock ticks (10 ms)
+    mine = resource.getrusage(resource.RUSAGE_SELF)
+    theirs = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, children = mine.ru_utime + mine.ru_stime, theirs.ru_utime + theirs.ru_stime
     with open(os.environ["NNLINT_BENCH_TIMES"], "w") as f:
         json.dump({"own": own, "children": children}, f)
 

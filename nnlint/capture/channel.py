@@ -9,6 +9,7 @@ own permissions away.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import select
@@ -17,6 +18,17 @@ import signal
 import struct
 import time
 from typing import Any
+
+
+def fork() -> int:
+    """`os.fork()`, with the objects that exist now moved out of the garbage collector's
+    reach in the child: a collection there would otherwise touch every object's
+    header and copy most of the parent's pages (torch's modules included) on write."""
+    gc.freeze()
+    pid = os.fork()
+    if pid:
+        gc.unfreeze()
+    return pid
 
 
 def send(fd: int, message: Any) -> None:

@@ -22,6 +22,8 @@ files stay as they were. Where the kernel offers less, the audit hooks of
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
 import os
 import pickle
 import re
@@ -190,10 +192,32 @@ def seed_globals() -> None:
 
     random.seed(SCRIPT_SEED)
     torch.manual_seed(SCRIPT_SEED)
-    if "numpy" in sys.modules:  # torch imports it; its random module costs a few ms
-        import numpy.random
+    if "numpy.random" in sys.modules:
+        sys.modules["numpy.random"].seed(SCRIPT_SEED)
+    elif "numpy" in sys.modules:  # torch imports numpy, not its random module (9 ms)
+        sys.meta_path.insert(0, _SeedOnImport())
 
-        numpy.random.seed(SCRIPT_SEED)
+
+class _SeedOnImport(importlib.abc.MetaPathFinder):
+    """Seeds `numpy.random` when the script first imports it, as if it had been seeded
+    at the start: importing it only to seed it would cost every run 9 ms of CPU."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "numpy.random":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            run(module)
+            module.seed(SCRIPT_SEED)
+
+        loader.exec_module = exec_module
+        return spec
 
 
 def _run_notebook(script: Path) -> None:

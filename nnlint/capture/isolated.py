@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nnlint.capture.channel import kill, reap, receive, remove, send
+from nnlint.capture.channel import fork, kill, reap, receive, remove, send
 from nnlint.core.diagnostics import CheckSkipped
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding
@@ -65,7 +65,7 @@ def run_isolated(
     sys.stdout.flush()
     sys.stderr.flush()
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # pragma: no cover - the child
         os.close(read_fd)
         try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnlint.capture.channel import kill, reap, receive, remove, send
+from nnlint.capture.channel import fork, kill, reap, receive, remove, send
 from nnlint.capture.child import run_child
 from nnlint.core.config import WALL_FACTOR
 from nnlint.core.diagnostics import CheckSkipped, ScriptNotRun
@@ -76,7 +76,7 @@ def learn_from_script(
     start = time.perf_counter()
     scratch = tempfile.mkdtemp(prefix="nnlint-run-", dir=sandbox)
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # pragma: no cover - the child
         os.close(read_fd)
         code = 0

@@ -36,25 +36,21 @@ class Copies:
     def __init__(self, model: Any) -> None:
         self.model = model
         self._lent: list[Any] = []  # handed out to the running check
-        self._spares: list[Any] = []  # ones finished checks are done with
-        tensors = [*model.parameters(), *model.buffers()]
-        size = sum(t.numel() * t.element_size() for t in tensors)
+        self._spares: list[tuple[Any, list]] = []  # (copy, its tensors) finished checks gave back
+        self._layout = _layout(model)
+        size = sum(t.numel() * t.element_size() for t in tensors_of(model))
         self._keep = 2 if size <= TWO_SPARES_MAX_BYTES else 1
 
     def get(self) -> Any:
         """A copy with the user's weights, buffers and `requires_grad` flags."""
-        model = self._spares.pop() if self._spares else None
-        if model is None:
+        if not self._spares:
             model = copy.deepcopy(self.model)
         else:
+            model, mine = self._spares.pop()
             with torch.no_grad():
-                pairs = (
-                    *zip(model.parameters(), self.model.parameters(), strict=True),
-                    *zip(model.buffers(), self.model.buffers(), strict=True),
-                )
-                for mine, theirs in pairs:
-                    mine.copy_(theirs)
-                    mine.requires_grad_(theirs.requires_grad)
+                for tensor, theirs in zip(mine, tensors_of(self.model), strict=True):
+                    tensor.copy_(theirs)
+                    tensor.requires_grad_(theirs.requires_grad)
         self._lent.append(model)
         return model
 
@@ -65,26 +61,41 @@ class Copies:
         for model in reversed(lent):
             if len(self._spares) >= self._keep:
                 return
-            if model is not keep and same_structure(model, self.model):
-                self._spares.append(model)
+            if model is not keep and _layout(model) == self._layout:
+                self._spares.append((model, tensors_of(model)))
 
 
-def same_structure(copy_: Any, original: Any) -> bool:
-    """Whether a used copy still mirrors `original`: same modules, hooks and tensor layouts."""
-    mods = list(copy_.modules())
-    originals = list(original.modules())
-    if len(mods) != len(originals):
-        return False
-    for mine, theirs in zip(mods, originals, strict=True):
-        if type(mine) is not type(theirs) or mine._parameters.keys() != theirs._parameters.keys():
-            return False
-        if mine._buffers.keys() != theirs._buffers.keys():
-            return False
-        if any(len(getattr(mine, h, ())) != len(getattr(theirs, h, ())) for h in _HOOKS):
-            return False
-    mine = [*copy_.parameters(), *copy_.buffers()]
-    theirs = [*original.parameters(), *original.buffers()]
-    return len(mine) == len(theirs) and all(
-        a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and not a.is_sparse
-        for a, b in zip(mine, theirs, strict=True)
+def tensors_of(model: Any) -> list:
+    """`[*model.parameters(), *model.buffers()]`, in that order, from one walk of the modules."""
+    modules = list(model.modules())
+    return _unique(modules, "_parameters") + _unique(modules, "_buffers")
+
+
+def _unique(modules: list, kind: str) -> list:
+    seen: set[int] = set()
+    found = []
+    for module in modules:
+        for tensor in getattr(module, kind).values():
+            if tensor is not None and id(tensor) not in seen:
+                seen.add(id(tensor))
+                found.append(tensor)
+    return found
+
+
+def _layout(model: Any) -> tuple:
+    """What a copy must share with the model to take its weights by `copy_`: the module
+    types, parameter and buffer names, hook counts and each tensor's shape, dtype and device."""
+    modules = list(model.modules())
+    kinds = tuple(
+        (
+            type(m),
+            tuple(m._parameters),
+            tuple(m._buffers),
+            tuple(len(getattr(m, h, ())) for h in _HOOKS),
+        )
+        for m in modules
     )
+    tensors = _unique(modules, "_parameters") + _unique(modules, "_buffers")
+    if any(t.is_sparse for t in tensors):
+        return (object(),)  # equal to nothing: never reused
+    return kinds, tuple((t.shape, t.dtype, t.device) for t in tensors)
