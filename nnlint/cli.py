@@ -521,7 +521,7 @@ def _run(argv: Sequence[str]) -> int:
     if args.diff or args.fix_only:
         return fix_only(args, settings, registry)
     result, fixed = lint(args, settings, registry)
-    if not result.files and not settings.model:
+    if not result.files and not settings.model and not result.findings:
         print("nnlint: no Python files to lint", file=sys.stderr)
     if settings.verbose and result.protection is not None:
         who = "the training script" if settings.script and settings.capture else "the model code"

@@ -17,6 +17,7 @@ from typing import Any
 from nnlint.core import baseline
 from nnlint.core.cache import ScriptCache, content_hash, run_key
 from nnlint.core.config import Settings, validate_rule_options
+from nnlint.core.diagnostics import UnreadableFile
 from nnlint.core.files import collect_files, display_path
 from nnlint.core.finding import Finding, Phase
 from nnlint.core.gitignore import GitIgnore
@@ -154,8 +155,11 @@ def _per_file_ignored(finding: Finding, settings: Settings, registry: Registry) 
     return False
 
 
-def select_files(settings: Settings) -> list[Path]:
-    """The files a run lints (`--show-files` prints them)."""
+def select_files(
+    settings: Settings, unsearchable: list[tuple[Path, str]] | None = None
+) -> list[Path]:
+    """The files a run lints (`--show-files` prints them); the folders the walk could
+    not list go to `unsearchable`, with why."""
     return collect_files(
         settings.paths,
         [*settings.exclude, *settings.extend_exclude],
@@ -164,6 +168,7 @@ def select_files(settings: Settings) -> list[Path]:
         gitignore=GitIgnore(settings.root) if settings.respect_gitignore else None,
         force_exclude=settings.force_exclude,
         include=settings.extend_include,
+        unsearchable=unsearchable,
     )
 
 
@@ -191,8 +196,16 @@ def run(
     about: dict[str, Any] = {}
 
     start = time.perf_counter()
-    files = select_files(settings)
+    unsearchable: list[tuple[Path, str]] = []
+    files = select_files(settings, unsearchable)
     findings = _script_phase(files, settings, rules, codes_options)
+    for folder, reason in unsearchable:
+        error = f"{reason}, so nothing in it was linted"
+        findings.append(
+            UnreadableFile.make(
+                display_path(folder, settings.root), 1, 1, kind="folder", error=error
+            )
+        )
     timings["script"] = time.perf_counter() - start
 
     if settings.model and not settings.static_only:

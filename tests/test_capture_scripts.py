@@ -356,3 +356,18 @@ def test_an_unseeded_script_draws_the_same_numbers_on_every_run(tmp_path):
         messages += [f["message"] for f in of(report, "NN006")]
     assert len(messages) == 2 and "drew (" in messages[0], messages
     assert messages[0] == messages[1]
+
+
+def test_model_kwargs_the_script_does_not_use_are_reported_where_it_builds_the_model(tmp_path):
+    # The checks run on the model the script built; a flag that changed nothing says so.
+    train = "import torch\nimport torch.nn.functional as F\nfrom models import Net\n"
+    train += "model = Net(width=16)\n" + LOOP.replace("REDUCTION", '"mean"')
+    files = {"models.py": NET, "train.py": train}
+    rc, report, stderr = lint(tmp_path, files, "--model", "models.py:Net")
+    assert rc == 0 and of(report, "NN006") == [], (report.get("findings"), stderr)
+    flags = ("--model", "models.py:Net", "--model-kwargs", '{"width": 64}')
+    rc, report, stderr = lint(tmp_path, files, *flags)
+    assert rc == 0, (report.get("findings"), stderr)
+    (note,) = of(report, "NN006")
+    assert (note["path"], note["line"]) == ("train.py", 4), note
+    assert "--model-kwargs was not applied" in note["message"], note

@@ -6,6 +6,7 @@ always come out, in bounded time, and nnlint never crashes.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -200,3 +201,26 @@ def test_a_closed_pipe_ends_quietly(tmp_path, args):
     _, err = nnlint_proc.communicate(timeout=600)
     assert err.decode() == ""
     assert nnlint_proc.returncode in (0, 1)
+
+
+def test_a_folder_the_walk_cannot_list_is_a_finding_and_the_rest_is_linted(tmp_path):
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("runs as root and cannot leave root's permissions behind")
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "train.py").write_text(BUGGY)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "hidden.py").write_text(BUGGY)
+    locked.chmod(0)
+    try:
+        command = [*prefix, sys.executable, "-m", "nnlint", "--isolated", "--format", "json", "."]
+        run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    finally:
+        locked.chmod(0o755)
+    assert run.returncode == 1 and run.stderr == "", run.stderr
+    found = json.loads(run.stdout)["findings"]
+    (note,) = [f for f in found if f["code"] == "NN003"]
+    assert note["path"] == "locked", note
+    assert note["message"] == "cannot read folder: permission denied, so nothing in it was linted"
+    assert {f["path"] for f in found} == {"locked", "ok/train.py"}, found

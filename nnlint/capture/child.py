@@ -107,6 +107,7 @@ def run_child(
         send(fd, ("failed", reason, line, notes))
         return
     sys.stderr = os.fdopen(saved_err, "w")
+    notes += _kwargs_note(state, setup, script, settings)
     site = user_site(model_site or _site(state, setup.model, script), Site(str(script), 1))
     captured = _picklable(setup)
     start = time.perf_counter()
@@ -306,6 +307,26 @@ def _site(state: State, model: Any, script: Path) -> Site | None:
     lines = script.read_text(encoding="utf-8", errors="replace").splitlines()
     hits = [n for n, text in enumerate(lines, 1) if pattern.match(text)]
     return Site(str(script), hits[0]) if hits else None
+
+
+def _kwargs_note(state: State, setup: Setup, script: Path, settings: Any) -> list[Finding]:
+    """`--model-kwargs` is for a model nnlint builds: where the script built its own,
+    the checks ran on that one, and the user hears that the flag was not applied."""
+    kwargs = getattr(settings, "model_kwargs", None)
+    if not kwargs:
+        return []
+    path, line = state.made_at.get(id(setup.model), (str(script), 1))
+    name = TargetSpec.parse(settings.model).attr.split(".")[-1]
+    return [
+        ScriptNotRun.make(
+            display_path(Path(path), Path(settings.root)),
+            line,
+            outcome="used as it is",
+            reason=f"it builds {name} itself, so --model-kwargs was not applied; "
+            "the checks ran on the model it built (run without the script, or "
+            "with --no-capture, to check the model built from --model-kwargs)",
+        )
+    ]
 
 
 def _cuda_note(cuda: CudaOnCpu | None, script: Path, settings: Any) -> list[Finding]:

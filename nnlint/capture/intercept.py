@@ -34,6 +34,7 @@ class StepReached(BaseException):
 class State:
     def __init__(self) -> None:
         self.models: list[Any] = []  # caught by class or factory, in the order built
+        self.made_at: dict[int, tuple[str, int]] = {}  # id -> the user line that built it
         self.built: list[Any] = []  # built inside a factory defined in `__main__`
         self.roots: set[int] = set()  # ids of those that are no submodule of another
         self.roots_of = 0  # how many of `built` the roots were computed from
@@ -77,7 +78,7 @@ def patch_model(spec: TargetSpec, script: str, state: State) -> None:
         @functools.wraps(original_init)
         def init(self: Any, *args: Any, **kwargs: Any) -> None:
             original_init(self, *args, **kwargs)
-            catch(self, state)
+            catch(self, state, sys._getframe(1))
 
         target.__init__ = init
         state.undo.append(lambda: setattr(target, "__init__", original_init))
@@ -87,7 +88,7 @@ def patch_model(spec: TargetSpec, script: str, state: State) -> None:
         def factory(*args: Any, **kwargs: Any) -> Any:
             made = target(*args, **kwargs)
             if isinstance(made, torch.nn.Module):
-                catch(made, state)
+                catch(made, state, sys._getframe(1))
             return made
 
         setattr(holder, leaf, factory)
@@ -119,10 +120,14 @@ def _factory_code(frame: Any, script: str, name: str) -> Any:
     return None
 
 
-def catch(model: Any, state: State) -> None:
+def catch(model: Any, state: State, caller: Any = None) -> None:
+    """Watch `model`; `caller` is the frame that built it, when known."""
     if any(m is model for m in state.models):
         return
     state.models.append(model)
+    frame = user_frame(caller)
+    if frame is not None:
+        state.made_at[id(model)] = (frame.f_code.co_filename, frame.f_lineno)
     _hook(model, state)
 
 

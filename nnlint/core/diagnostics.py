@@ -71,10 +71,11 @@ class UnreadableFile(EngineRule):
 
     ## What it does
     Reports files that are binary, not decodable in their declared encoding
-    (PEP 263, UTF-8 by default), or that the operating system refuses to read.
+    (PEP 263, UTF-8 by default), or that the operating system refuses to read,
+    and folders of a walk that it refuses to list.
 
     ## Why is this bad?
-    nnlint skipped the file, so nothing in it was checked.
+    nnlint skipped the file or folder, so nothing in it was checked.
 
     ## Example
     A `.py` file saved as Latin-1 with no coding declaration.
@@ -85,7 +86,7 @@ class UnreadableFile(EngineRule):
 
     code = "NN003"
     name = "unreadable-file"
-    message = "cannot read file: {error}"
+    message = "cannot read {kind}: {error}"
     severity = Severity.ERROR
 
 

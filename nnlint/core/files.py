@@ -43,6 +43,7 @@ def collect_files(
     gitignore: GitIgnore | None = None,
     force_exclude: bool = False,
     include: Iterable[str] = (),
+    unsearchable: list[tuple[Path, str]] | None = None,
 ) -> list[Path]:
     """Files to lint, in a stable order. A missing path is a UsageError, unless its
     text is `in_memory` (keyed by resolved path).
@@ -54,7 +55,8 @@ def collect_files(
     `*.pyi` and `*.ipynb`, skipping the default and configured exclusions
     (`exclude = ["*.ipynb"]` leaves notebooks out) and what `gitignore` ignores;
     `include` globs (ruff's `extend-include`, matched as exclusions are) add
-    files the walk takes beside those.
+    files the walk takes beside those. A folder the walk cannot list (no
+    permission) is appended to `unsearchable` with the reason, and the walk goes on.
     """
     extra = list(include)
     user_exclude = list(exclude)
@@ -86,7 +88,7 @@ def collect_files(
             raise UsageError(f"{raw}: a loop of symbolic links") from None
         except OSError as exc:  # a folder above it that cannot be searched
             raise UsageError(f"{raw}: {(exc.strerror or str(exc)).lower()}") from None
-        for folder, dirnames, filenames in os.walk(path):
+        for folder, dirnames, filenames in os.walk(path, onerror=_noted(unsearchable, path)):
             here = Path(folder)
             dirnames[:] = sorted(d for d in dirnames if not skipped(here / d))
             for name in sorted(filenames):
@@ -98,6 +100,17 @@ def collect_files(
                 ):
                     found[file] = None
     return list(found)
+
+
+def _noted(unsearchable: list[tuple[Path, str]] | None, top: Path) -> Callable[[OSError], None]:
+    """`os.walk`'s `onerror`: a folder it cannot list goes to `unsearchable`, with why."""
+
+    def unlisted(exc: OSError) -> None:
+        if unsearchable is not None:
+            reason = (exc.strerror or str(exc)).lower()
+            unsearchable.append((Path(exc.filename or top), reason))
+
+    return unlisted
 
 
 def _forced_out(path: Path, root: Path, skipped: Callable[[Path], bool]) -> bool:

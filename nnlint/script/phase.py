@@ -102,9 +102,9 @@ def lint_file(
         else:
             source = read_source(path)
     except OSError as exc:
-        return [UnreadableFile.make(display, 1, 1, error=exc.strerror or str(exc))]
+        return [UnreadableFile.make(display, 1, 1, kind="file", error=exc.strerror or str(exc))]
     except ValueError as exc:
-        return [UnreadableFile.make(display, 1, 1, error=str(exc))]
+        return [UnreadableFile.make(display, 1, 1, kind="file", error=str(exc))]
     findings = _lint_source(path, display, source, rules, project_root, debug, notebook)
     return findings if notebook is None else to_cells(notebook, display, findings)
 
