@@ -43,7 +43,7 @@ from nnlint.core.config import (
     split_args,
 )
 from nnlint.core.errors import UsageError
-from nnlint.core.files import is_file
+from nnlint.core.files import is_file, not_a_file
 from nnlint.core.finding import Severity
 from nnlint.report import FORMATS, render, setup_line
 
@@ -359,8 +359,8 @@ def _per_file(entries: list[str]) -> dict[str, list[str]]:
 def _config_file(args: argparse.Namespace) -> Path | None:
     if args.config:
         path = Path(args.config)
-        if not path.is_file():
-            raise UsageError(f"--config {args.config}: no such file")
+        if (why := not_a_file(path)) is not None:
+            raise UsageError(f"--config {args.config}: {why}")
         return path
     start = Path(args.stdin_filename).resolve().parent if args.stdin_filename else Path.cwd()
     return None if args.isolated else find_config(start)
@@ -455,8 +455,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         scripts = [p for p in settings.paths if p.endswith((".py", ".ipynb")) and is_file(p)]
         if len(scripts) == 1 and len(settings.paths) == 1:
             settings.script = scripts[0]
-    elif not is_file(settings.script):
-        raise UsageError(f"--script {settings.script}: no such file")
+    elif (why := not_a_file(settings.script)) is not None:
+        raise UsageError(f"--script {settings.script}: {why}")
     if args.script_args is not None and settings.script is None:
         raise UsageError("--script-args: no training script to pass them to (use --script PATH)")
     if settings.model and not settings.static_only:

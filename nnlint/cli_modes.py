@@ -79,8 +79,12 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
     from nnlint.engine import select_files
 
     if args.show_files:
-        files = [display_path(p, settings.root) for p in select_files(settings)]
+        unsearchable: list[tuple[Path, str, str]] = []
+        files = [display_path(p, settings.root) for p in select_files(settings, unsearchable)]
         write_output("".join(f"{f}\n" for f in files), args.output_file)
+        for path, kind, reason in unsearchable:
+            shown = display_path(path, settings.root)
+            print(f"nnlint: {shown}: cannot read {kind} ({reason}), not listed", file=sys.stderr)
         return EXIT_CLEAN
     shown = {
         key: (str(value) if isinstance(value, Path | Severity) else value)

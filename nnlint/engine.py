@@ -155,8 +155,14 @@ def _per_file_ignored(finding: Finding, settings: Settings, registry: Registry) 
     return False
 
 
+def _unreadable(path: Path, kind: str, reason: str, root: Path) -> Finding:
+    """NN003 for a path the operating system would not let the walk into."""
+    error = f"{reason}, so nothing in it was linted" if kind == "folder" else reason
+    return UnreadableFile.make(display_path(path, root), 1, 1, kind=kind, error=error)
+
+
 def select_files(
-    settings: Settings, unsearchable: list[tuple[Path, str]] | None = None
+    settings: Settings, unsearchable: list[tuple[Path, str, str]] | None = None
 ) -> list[Path]:
     """The files a run lints (`--show-files` prints them); the folders the walk could
     not list go to `unsearchable`, with why."""
@@ -196,16 +202,10 @@ def run(
     about: dict[str, Any] = {}
 
     start = time.perf_counter()
-    unsearchable: list[tuple[Path, str]] = []
+    unsearchable: list[tuple[Path, str, str]] = []
     files = select_files(settings, unsearchable)
     findings = _script_phase(files, settings, rules, codes_options)
-    for folder, reason in unsearchable:
-        error = f"{reason}, so nothing in it was linted"
-        findings.append(
-            UnreadableFile.make(
-                display_path(folder, settings.root), 1, 1, kind="folder", error=error
-            )
-        )
+    findings += [_unreadable(*entry, settings.root) for entry in unsearchable]
     timings["script"] = time.perf_counter() - start
 
     if settings.model and not settings.static_only:

@@ -369,5 +369,5 @@ def test_model_kwargs_the_script_does_not_use_are_reported_where_it_builds_the_m
     rc, report, stderr = lint(tmp_path, files, *flags)
     assert rc == 0, (report.get("findings"), stderr)
     (note,) = of(report, "NN006")
-    assert (note["path"], note["line"]) == ("train.py", 4), note
-    assert "--model-kwargs was not applied" in note["message"], note
+    assert (note["path"], note["line"], note["column"]) == ("train.py", 4, 9), note
+    assert "it calls Net(...) itself, so --model-kwargs was not applied" in note["message"]

@@ -315,16 +315,17 @@ def _kwargs_note(state: State, setup: Setup, script: Path, settings: Any) -> lis
     kwargs = getattr(settings, "model_kwargs", None)
     if not kwargs:
         return []
-    path, line = state.made_at.get(id(setup.model), (str(script), 1))
+    path, line, column = state.made_at.get(id(setup.model), (str(script), 1, 1))
     name = TargetSpec.parse(settings.model).attr.split(".")[-1]
     return [
         ScriptNotRun.make(
             display_path(Path(path), Path(settings.root)),
             line,
+            column,
             outcome="used as it is",
-            reason=f"it builds {name} itself, so --model-kwargs was not applied; "
-            "the checks ran on the model it built (run without the script, or "
-            "with --no-capture, to check the model built from --model-kwargs)",
+            reason=f"it calls {name}(...) itself, so --model-kwargs was not applied; "
+            "the checks ran on the model it built (--no-capture checks the model "
+            "built from --model-kwargs instead)",
         )
     ]
 

@@ -34,7 +34,8 @@ class StepReached(BaseException):
 class State:
     def __init__(self) -> None:
         self.models: list[Any] = []  # caught by class or factory, in the order built
-        self.made_at: dict[int, tuple[str, int]] = {}  # id -> the user line that built it
+        self.made_at: dict[int, tuple[str, int, int]] = {}  # id -> where it was built
+        self.script = ""  # the training script's path, as its frames name it
         self.built: list[Any] = []  # built inside a factory defined in `__main__`
         self.roots: set[int] = set()  # ids of those that are no submodule of another
         self.roots_of = 0  # how many of `built` the roots were computed from
@@ -68,6 +69,7 @@ class State:
 
 def patch_model(spec: TargetSpec, script: str, state: State) -> None:
     """Catch the model the spec names when the script builds it."""
+    state.script = script
     holder, leaf = sys.modules.get(spec.module_name), spec.attr.split(".")[-1]
     for part in spec.attr.split(".")[:-1]:
         holder = getattr(holder, part, None)
@@ -125,10 +127,27 @@ def catch(model: Any, state: State, caller: Any = None) -> None:
     if any(m is model for m in state.models):
         return
     state.models.append(model)
-    frame = user_frame(caller)
+    frame = _in_script(caller, state.script) or user_frame(caller)
     if frame is not None:
-        state.made_at[id(model)] = (frame.f_code.co_filename, frame.f_lineno)
+        state.made_at[id(model)] = _position(frame)
     _hook(model, state)
+
+
+def _in_script(frame: Any, script: str) -> Any:
+    """The innermost frame at or above `frame` that runs the training script's own code."""
+    while frame is not None and frame.f_code.co_filename != script:
+        frame = frame.f_back
+    return frame
+
+
+def _position(frame: Any) -> tuple[str, int, int]:
+    """The file, line and (1-based) column of the call `frame` is making."""
+    column = 1
+    positions = list(frame.f_code.co_positions())
+    index = frame.f_lasti // 2
+    if 0 <= index < len(positions) and positions[index][2] is not None:
+        column = positions[index][2] + 1
+    return frame.f_code.co_filename, frame.f_lineno, column
 
 
 def _hook(model: Any, state: State) -> None:

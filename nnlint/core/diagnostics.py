@@ -82,6 +82,9 @@ class UnreadableFile(EngineRule):
 
     ## Use instead
     Save it as UTF-8, or declare its encoding: `# -*- coding: latin-1 -*-`.
+    Where permission is denied, give the user running nnlint read access to
+    the file, and read and search (`chmod u+rx`) access to its folders, or
+    leave the folder out with `exclude`.
     """
 
     code = "NN003"

@@ -43,7 +43,7 @@ def collect_files(
     gitignore: GitIgnore | None = None,
     force_exclude: bool = False,
     include: Iterable[str] = (),
-    unsearchable: list[tuple[Path, str]] | None = None,
+    unsearchable: list[tuple[Path, str, str]] | None = None,
 ) -> list[Path]:
     """Files to lint, in a stable order. A missing path is a UsageError, unless its
     text is `in_memory` (keyed by resolved path).
@@ -55,8 +55,13 @@ def collect_files(
     `*.pyi` and `*.ipynb`, skipping the default and configured exclusions
     (`exclude = ["*.ipynb"]` leaves notebooks out) and what `gitignore` ignores;
     `include` globs (ruff's `extend-include`, matched as exclusions are) add
-    files the walk takes beside those. A folder the walk cannot list (no
-    permission) is appended to `unsearchable` with the reason, and the walk goes on.
+    files the walk takes beside those.
+
+    Where the operating system refuses access (no permission), the path goes to
+    `unsearchable` as (path, "file" or "folder" or "path", reason) and the rest
+    goes on: a folder the walk cannot list, or whose files it cannot look at,
+    and a named path inside a folder that cannot be searched. Without
+    `unsearchable`, such a named path is a UsageError.
     """
     extra = list(include)
     user_exclude = list(exclude)
@@ -87,28 +92,49 @@ def collect_files(
         except RuntimeError:  # Python 3.11's resolve() on a loop of links above the file
             raise UsageError(f"{raw}: a loop of symbolic links") from None
         except OSError as exc:  # a folder above it that cannot be searched
-            raise UsageError(f"{raw}: {(exc.strerror or str(exc)).lower()}") from None
-        for folder, dirnames, filenames in os.walk(path, onerror=_noted(unsearchable, path)):
+            reason = _reason(exc)
+            if unsearchable is None or not isinstance(exc, PermissionError):
+                raise UsageError(f"{raw}: {reason}") from None
+            kind = "file" if path.suffix in (".py", ".pyi", ".ipynb") else "path"
+            unsearchable.append((path, kind, reason))
+            continue
+        noted = _noted(unsearchable, path)
+        for folder, dirnames, filenames in os.walk(path, onerror=noted):
             here = Path(folder)
             dirnames[:] = sorted(d for d in dirnames if not skipped(here / d))
             for name in sorted(filenames):
                 file = here / name
-                if (
-                    (name.endswith((".py", ".pyi", ".ipynb")) or is_excluded(file, extra, root))
-                    and _is_regular(file)
-                    and not skipped(file)
-                ):
+                if not (name.endswith((".py", ".pyi", ".ipynb")) or is_excluded(file, extra, root)):
+                    continue
+                try:
+                    regular = stat.S_ISREG(file.stat().st_mode)  # not FIFOs, sockets, devices
+                except PermissionError as exc:  # listed, but its folder cannot be searched
+                    noted(PermissionError(exc.errno, exc.strerror, folder))
+                    continue
+                except OSError:  # a broken link
+                    continue
+                if regular and not skipped(file):
                     found[file] = None
     return list(found)
 
 
-def _noted(unsearchable: list[tuple[Path, str]] | None, top: Path) -> Callable[[OSError], None]:
-    """`os.walk`'s `onerror`: a folder it cannot list goes to `unsearchable`, with why."""
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
+def _noted(
+    unsearchable: list[tuple[Path, str, str]] | None, top: Path
+) -> Callable[[OSError], None]:
+    """`os.walk`'s `onerror`: a folder it cannot list or search goes to `unsearchable`,
+    with why, once, and not below a folder already there."""
 
     def unlisted(exc: OSError) -> None:
-        if unsearchable is not None:
-            reason = (exc.strerror or str(exc)).lower()
-            unsearchable.append((Path(exc.filename or top), reason))
+        if unsearchable is None:
+            return
+        folder = Path(exc.filename or top)
+        if any(p == folder or p in folder.parents for p, _, _ in unsearchable):
+            return
+        unsearchable.append((folder, "folder", _reason(exc)))
 
     return unlisted
 
@@ -135,20 +161,24 @@ def is_venv(folder: Path) -> bool:
         return False
 
 
+def not_a_file(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a file, in words for a usage error; None where it can."""
+    try:
+        if Path(path).is_file():
+            return None
+        return "a folder, not a file" if Path(path).is_dir() else "no such file"
+    except RuntimeError:
+        return "a loop of symbolic links"
+    except OSError as exc:  # a folder above it that cannot be searched
+        return _reason(exc)
+
+
 def is_file(path: str | Path) -> bool:
     """`Path.is_file()`, False where Python 3.11 raises instead (a folder above that
     cannot be searched, a loop of links)."""
     try:
         return Path(path).is_file()
     except (OSError, RuntimeError):
-        return False
-
-
-def _is_regular(file: Path) -> bool:
-    """A walk lints regular files only: not FIFOs, sockets, devices or broken links."""
-    try:
-        return stat.S_ISREG(file.stat().st_mode)
-    except OSError:
         return False
 
 

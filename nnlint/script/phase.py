@@ -102,7 +102,10 @@ def lint_file(
         else:
             source = read_source(path)
     except OSError as exc:
-        return [UnreadableFile.make(display, 1, 1, kind="file", error=exc.strerror or str(exc))]
+        error = exc.strerror or str(exc)
+        return [
+            UnreadableFile.make(display, 1, 1, kind="file", error=error[:1].lower() + error[1:])
+        ]
     except ValueError as exc:
         return [UnreadableFile.make(display, 1, 1, kind="file", error=str(exc))]
     findings = _lint_source(path, display, source, rules, project_root, debug, notebook)
