@@ -57,7 +57,10 @@ whole run is about 3 s of CPU, mostly torch's import, whose spread between runs 
 shared machine (up to a second) is larger than the dynamic phase itself, so a
 difference of whole runs would mostly measure noise. It is set against the CPU seconds
 of the checklist's suite (extrapolated as above), which a user pays on top of their
-own process too. The totals are shown beside it, as information: nnlint's whole run
+own process too: the mean of its run before nnlint's and a second run after the
+command-line pairs, since this machine's speed drifts by a third or more over the
+minutes between them and a single run of either side alone would carry that drift
+into the ratio (both runs are printed). The totals are shown beside it, as information: nnlint's whole run
 against the suite plus a process that imports torch and the checklist and takes one
 training step (what the checklist's own process pays before its suite); both are
 dominated by the interpreter and torch's import (about 1.5 s), which no linter of a
@@ -570,6 +573,7 @@ class Row:
     # the median CPU of nnlint's own process with and without it (the same work).
     cli_added: float = math.nan
     cli_own: tuple[float, float] = (math.nan, math.nan)
+    checklist_cpus: tuple[float, float] = (math.nan, math.nan)  # the suite before, after
 
     @property
     def cli_dynamic(self) -> float:
@@ -633,8 +637,11 @@ def measure(args) -> list[Row]:
                 bare.append(run_cli(case, args.threads, ("--no-dynamic",)))
             row.cli_codes = runs[-1].codes
             started = startup_cpu(case, args.threads)
+            again = run_checklist(case, cap)  # the machine drifts: the suite before and after
+            row.checklist_cpus = (checklist.cpu, again.cpu)
+            suite = statistics.mean(row.checklist_cpus)
             full = min(r.tree for r in runs)
-            row.cli = (full, min(r.tree for r in bare), checklist.cpu, checklist.cpu + started)
+            row.cli = (full, min(r.tree for r in bare), suite, suite + started)
             # The dynamic phase runs in the model child: what it adds there, pair by pair.
             row.cli_added = statistics.median(
                 a.children - b.children for a, b in zip(runs, bare, strict=True)
@@ -691,8 +698,8 @@ def print_table(rows: list[Row], args, version: str) -> None:
         print(
             "command line, CPU seconds: what the dynamic phase adds to"
             " `nnlint train.py --model ...` (the model child's tree minus the same with"
-            " --no-dynamic, median of pairs) vs the checklist's suite; nnlint's own process"
-            " with / without it:"
+            " --no-dynamic, median of pairs) vs the checklist's suite (mean of a run before"
+            " and one after the pairs); nnlint's own process with / without it:"
         )
         print(f"{'model':<14} {'checklist s':>12} {'nnlint s':>9} {'ratio':>8} {'target':>8}  met")
         for r in rows:
@@ -756,7 +763,8 @@ def json_rows(rows: list[Row], version: str) -> list[dict]:
                 " the model child's tree (where the script, the capture and the checks run)"
                 " minus the same with --no-dynamic, median of paired runs; nnlint's own"
                 f" process {r.cli_own[0]:.2f} with, {r.cli_own[1]:.2f} without (medians);"
-                " against the checklist's suite; whole runs (least):"
+                " against the checklist's suite (mean of its runs before and after:"
+                f" {r.checklist_cpus[0]:.2f} and {r.checklist_cpus[1]:.2f}); whole runs (least):"
                 f" nnlint {r.cli[0]:.2f} ({r.cli[1]:.2f} with --no-dynamic), the checklist's"
                 " suite plus its process's start-up"
                 f" {r.cli[3]:.2f}; nnlint: {', '.join(r.cli_codes) or 'no findings'}"

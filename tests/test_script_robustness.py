@@ -185,6 +185,30 @@ def test_a_path_in_a_folder_that_cannot_be_searched_is_a_finding_and_the_rest_is
         locked.chmod(0o755)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--format", "concise", "."),
+        ("--format", "json", "."),
+        ("--format", "sarif", "."),
+        ("--format", "github", "."),
+        ("--list-rules",),
+        ("rule", "NN201"),
+    ],
+)
+def test_a_closed_pipe_ends_quietly(tmp_path, args):
+    for i in range(40):
+        (tmp_path / f"train{i}.py").write_text(BUGGY)
+    command = [sys.executable, "-m", "nnlint", "--isolated", *args]
+    nnlint_proc = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    nnlint_proc.stdout.close()  # the reader is gone before nnlint writes
+    _, err = nnlint_proc.communicate(timeout=600)
+    assert err.decode() == ""
+    assert nnlint_proc.returncode in (0, 1)
+
+
 def test_a_folder_the_walk_cannot_list_is_a_finding_and_the_rest_is_linted(tmp_path):
     prefix = _unprivileged()
     if prefix is None:
