@@ -57,7 +57,7 @@ from nnlint.setup.sites import (
     short_path,
     user_site,
 )
-from nnlint.setup.specs import LossSpec
+from nnlint.setup.specs import LossSpec, loss_from_spec
 
 
 @dataclass
@@ -180,6 +180,21 @@ def _target(settings: Any) -> tuple[TargetSpec, Any]:
         return spec, import_target(spec, search)
 
 
+def _check_loss(settings: Any) -> None:
+    """A `--loss module:fn` that cannot be imported or built is a usage error, as a
+    `--model` is, also where the training script's own loss will be the one used."""
+    text = getattr(settings, "loss", None) or ""
+    if ":" not in text:
+        return  # a loss by name: checked before anything ran
+    with recording(), script_argv(settings):
+        try:
+            loss_from_spec(text)
+        except UsageError:
+            raise
+        except Exception as exc:  # the user's loss class raising as it is built
+            raise UsageError(f"--loss {text!r}: building it raised {one_line(exc)}") from None
+
+
 def _load(
     settings: Any, caller: CallerObjects, spec: TargetSpec | None, target: Any
 ) -> tuple[Any, Site | None]:
@@ -216,6 +231,7 @@ def _run_phases(
             require_torch()
             with bounds.stage("importing the model", budget):
                 spec, target = _target(settings)
+                _check_loss(settings)
         timings["load"] = time.perf_counter() - start
         script_run = None
         if caller.model is None and caller.batch is None:

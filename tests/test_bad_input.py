@@ -569,6 +569,22 @@ CASES = [
         "usage",
         "has no attribute 'no_such_loss'",
     ),
+    # ...and also where the training script runs, whose own loss would be used.
+    Case(
+        "loss-attribute-missing-with-script",
+        (*FULL, "--loss", "model:no_such_loss"),
+        "usage",
+        "has no attribute 'no_such_loss'",
+    ),
+    Case(
+        "loss-class-raising",
+        (*FULL, "--loss", "losses.py:Strict"),
+        "usage",
+        "--loss 'losses.py:Strict': building it raised TypeError",
+        files=project(
+            **{"losses.py": "class Strict:\n    def __init__(self, weight):\n        pass\n"}
+        ),
+    ),
     Case("device-meta", (*FULL, "--device", "meta"), "usage", "needs cpu, cuda or mps"),
     Case("optimizer-option-not-a-number", (*FULL, "--optimizer", "AdamW:lr=abc"), "usage", "abc"),
     Case("empty-select", ("--select", "", "train.py"), "usage", "names no rule"),
