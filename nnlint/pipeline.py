@@ -280,13 +280,22 @@ def _run_phases(
             found = _dynamic_here(model, batch, caller, rules, settings, model_site, timings, about)
         findings.extend(found)
     except Stopped as stop:
-        where = model_site or Site(str(settings.root / "<model>"), 1)
+        where = model_site or _module_site(settings) or Site(str(settings.root / "<model>"), 1)
         path = display_path(Path(where.path), settings.root)
         note = CheckSkipped.make(
             path, where.line, rule="graph and dynamic checks", reason=stop.reason
         )
         findings.append(note)
     return _placed(findings, settings, caller, model_site)
+
+
+def _module_site(settings: Any) -> Site | None:
+    """The first line of the `--model` file, where nothing better is known (its import
+    did not finish)."""
+    spec = TargetSpec.parse(settings.model) if getattr(settings, "model", None) else None
+    if spec is None or not spec.is_file:
+        return None
+    return Site(os.path.abspath(spec.module), 1)
 
 
 def _placed(

@@ -3,7 +3,9 @@
 Messages are pickled objects, each behind its length, on a pipe. The child is
 killed as a process group (it made itself a group leader when it was
 contained) and its scratch folder removed, also where the code inside took its
-own permissions away.
+own permissions away. A scratch folder is named after the nnlint process that
+made it, so that one left behind by an nnlint killed with SIGKILL, which can
+clean nothing, is removed by the next run.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import contextlib
 import gc
 import os
 import pickle
+import re
 import select
 import shutil
 import signal
 import struct
+import tempfile
 import time
 from typing import Any
 
@@ -89,6 +93,48 @@ def reap(pid: int, grace: float = 1.0) -> int | None:
         return os.waitpid(pid, 0)[1]
     except ChildProcessError:
         return None
+
+
+SCRATCH_PREFIX = "nnlint-run-"
+_SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}(\d+)-\w+")
+ORPHAN_AGE = 600.0  # seconds unchanged before a dead run's folder is removed
+
+
+def scratch_folder() -> str:
+    """A new scratch folder in the temporary directory, after removing the ones that
+    runs which no longer exist left there."""
+    remove_orphans(tempfile.gettempdir())
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+
+
+def remove_orphans(folder: str) -> None:
+    """Remove this user's scratch folders in `folder` whose nnlint process is gone and
+    that have not changed for `ORPHAN_AGE` (a process of another PID namespace sharing
+    the folder may look gone; a live run's folder changes as it runs)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        found = _SCRATCH_NAME.fullmatch(entry.name)
+        if found is None or _alive(int(found.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            info = entry.stat(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False) and info.st_uid == os.getuid():
+                if now - info.st_mtime > ORPHAN_AGE:
+                    remove(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        return True
+    return True
 
 
 def remove(scratch: str) -> None:

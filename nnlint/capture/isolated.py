@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nnlint.capture.channel import fork, kill, reap, receive, remove, send
+from nnlint.capture.channel import fork, kill, reap, receive, remove, scratch_folder, send
 from nnlint.core.diagnostics import CheckSkipped
 from nnlint.core.files import display_path
 from nnlint.core.finding import Finding
@@ -58,7 +58,7 @@ def run_isolated(
 
     `progress` hears of each stage the child starts.
     """
-    scratch = tempfile.mkdtemp(prefix="nnlint-run-")
+    scratch = scratch_folder()
     limit = memory_limit(settings)
     tell = progress or _silent
     tell(None)  # no thread of the caller's (a spinner's) may run across the fork
