@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import BUGGY
@@ -155,16 +156,24 @@ def _unprivileged() -> list[str] | None:
     return ["unshare", "-U"] if done.returncode == 0 else None
 
 
-def test_a_path_in_a_folder_that_cannot_be_searched_is_a_finding_and_the_rest_is_linted(tmp_path):
-    # As for a file that cannot be read: trouble met while linting, not a bad command.
+def _locked_project(tmp_path: Path) -> tuple[list[str], Path]:
+    """`ok.py` beside `locked/train.py` in a folder nobody may search; the command
+    prefix that makes that hold for this process (the test skips where none does)."""
     prefix = _unprivileged()
     if prefix is None:
         pytest.skip("runs as root and cannot leave root's permissions behind")
     locked = tmp_path / "locked"
     locked.mkdir()
     (locked / "train.py").write_text(BUGGY)
+    (locked / "nnlint.toml").write_text("")
     (tmp_path / "ok.py").write_text(BUGGY)
     locked.chmod(0)
+    return prefix, locked
+
+
+def test_a_path_in_a_folder_that_cannot_be_searched_is_a_finding_and_the_rest_is_linted(tmp_path):
+    # As for a file that cannot be read: trouble met while linting, not a bad command.
+    prefix, locked = _locked_project(tmp_path)
     try:
         for flags in ((), ("--static-only",)):
             command = [*prefix, sys.executable, "-m", "nnlint", "--isolated", "--format", "json"]
@@ -269,15 +278,7 @@ def test_a_folder_that_lists_but_cannot_be_searched_is_a_finding_too(tmp_path):
 
 
 def test_a_script_or_config_named_in_a_folder_that_cannot_be_searched_says_so(tmp_path):
-    prefix = _unprivileged()
-    if prefix is None:
-        pytest.skip("runs as root and cannot leave root's permissions behind")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    (locked / "train.py").write_text(BUGGY)
-    (locked / "nnlint.toml").write_text("")
-    (tmp_path / "ok.py").write_text(BUGGY)
-    locked.chmod(0)
+    prefix, locked = _locked_project(tmp_path)
     runs = {}
     try:
         for flag in ("--script", "--config"):
